@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` and `make test`. Both do all
+# set-up themselves: a virtualenv in .venv, the pinned dependencies, the
+# package installed as its wheel ships it, and the Delta jars fetched once
+# from Maven Central into the user cache (see `gatewatch setup`).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEPS   := $(VENV)/.deps-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup install demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(DEPS): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q hatchling ".[test]"
+	touch $(DEPS)
+
+install: $(DEPS)
+	$(BIN)/pip install -q --no-deps --no-build-isolation --force-reinstall .
+
+setup: install
+	$(BIN)/gatewatch setup
+
+demo: setup
+	$(BIN)/gatewatch demo
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) build dist demo-output output

@@ -1,0 +1,123 @@
+"""Every error a gatewatch user can act on, with the message that says how.
+
+The CLI prints ``str(error)`` on one line and exits with ``error.exit_code``;
+no stack trace is shown for any of these.
+"""
+
+from __future__ import annotations
+
+
+class GatewatchError(Exception):
+    """Base class: a problem the user can fix, described in one line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(message if fix is None else f"{message} Fix: {fix}")
+
+
+class ConfigError(GatewatchError):
+    """A config key is missing, unknown or of the wrong type."""
+
+    def __init__(self, key: str, expected: str, got: object = None) -> None:
+        self.key = key
+        self.expected = expected
+        detail = "" if got is None else f" (got {got!r})"
+        super().__init__(f"config key '{key}': expected {expected}{detail}.")
+
+
+class JavaNotFoundError(GatewatchError):
+    """No Java runtime to start local Spark with."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Java was not found: local Spark needs a Java 17 or 21 runtime.",
+            fix="install one (e.g. `apt-get install openjdk-17-jre-headless`) or set JAVA_HOME.",
+        )
+
+
+class DeltaJarsMissingError(GatewatchError):
+    """The Delta Lake jars for local Spark are not in the jar cache."""
+
+    def __init__(self, jars_dir: str, artifact: str) -> None:
+        super().__init__(
+            f"the Delta Lake jars ({artifact}) are not in {jars_dir}.",
+            fix="run `gatewatch setup` once (fetches them from Maven Central), "
+            "or set GATEWATCH_JARS_DIR to a folder that already holds them.",
+        )
+
+
+class JarFetchError(GatewatchError):
+    """Fetching the Delta jars failed."""
+
+
+class SourceNotFoundError(GatewatchError):
+    """The inference table to tail does not exist."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(
+            f"source table '{source}' was not found.",
+            fix="check the path or catalog name, and that it is a Delta table.",
+        )
+
+
+class SourceSchemaError(GatewatchError):
+    """The source is not an inference table of a known schema."""
+
+    def __init__(self, source: str, missing: list[str], schema_name: str) -> None:
+        self.missing = missing
+        super().__init__(
+            f"source '{source}' is not an inference table: missing columns "
+            f"{', '.join(missing)} (closest known schema: {schema_name}).",
+        )
+
+
+class ChangeFeedDisabledError(GatewatchError):
+    """The source table does not have change data feed on."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(
+            f"source '{source}' does not have change data feed enabled.",
+            fix=f"ALTER TABLE {source} SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true').",
+        )
+
+
+class SourceReplacedError(GatewatchError):
+    """The source table was dropped and recreated under the stream."""
+
+    def __init__(self, source: str, checkpoint: str) -> None:
+        super().__init__(
+            f"source '{source}' was dropped and recreated since this checkpoint was written.",
+            fix=f"start from a new checkpoint (move {checkpoint} aside) and choose startingVersion.",
+        )
+
+
+class CheckpointCorruptError(GatewatchError):
+    """The checkpoint cannot be read."""
+
+    def __init__(self, checkpoint: str, detail: str) -> None:
+        super().__init__(
+            f"checkpoint {checkpoint} cannot be read ({detail}).",
+            fix=f"move it aside (`mv {checkpoint} {checkpoint}.bad`) and restart with "
+            "--set source.starting_version=<last committed version + 1>.",
+        )
+
+
+class StreamFailedError(GatewatchError):
+    """A streaming query stopped with an error."""
+
+    exit_code = 1
+
+
+class UnsupportedExpectationError(GatewatchError):
+    """The expectation suite uses a type the row-level compiler cannot run."""
+
+
+class ParserRegistrationError(GatewatchError):
+    """A user parser module could not be loaded or does not follow the contract."""
+
+
+class SinkError(GatewatchError):
+    """An alert sink is misconfigured."""
