@@ -1,0 +1,110 @@
+"""Field extractors the outcome parsers share: tokens, model, finish reason, errors.
+
+Each returns a ``Column`` over the helper columns of ``with_parsed_payloads``
+and ``with_outcome``. Tokens are taken from where the row carries them and
+are null otherwise; a running total is read from its last chunk, never summed.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+from gatewatch.transforms import variant as V
+
+_TRACE_META = "$.databricks_output.trace.info.trace_metadata"
+
+
+def _usage_struct(usage: Column) -> Column:
+    """``struct<input, output, total>`` from a chat or Responses ``usage`` object."""
+    return F.struct(
+        V.first(V.get(usage, "$.input_tokens", "bigint"), V.get(usage, "$.prompt_tokens", "bigint")).alias("input"),
+        V.first(
+            V.get(usage, "$.output_tokens", "bigint"), V.get(usage, "$.completion_tokens", "bigint")
+        ).alias("output"),
+        V.get(usage, "$.total_tokens", "bigint").alias("total"),
+    )
+
+
+def _usage_object(v: Column, path: str) -> Column:
+    is_object = F.try_variant_get(v, path, "map<string,variant>").isNotNull()
+    return F.when(is_object, F.try_variant_get(v, path, "variant"))
+
+
+def response_usage() -> Column:
+    """Usage of a single response: top level, trace metadata, then the chat span."""
+    resp = F.col("_resp")
+    trace_usage = V.nested(resp, f"{_TRACE_META}['mlflow.trace.tokenUsage']")
+    span_usage = V.first_non_null(F.transform(F.col("_trace_outputs"), lambda o: _usage_object(o, "$.usage")))
+    return V.first(_usage_object(resp, "$.usage"), _usage_object(trace_usage, "$"), span_usage)
+
+
+def stream_usage() -> Column:
+    """Usage of a streamed call: the last chunk or event that carries it (running totals)."""
+    per_chunk = F.transform(
+        V.or_empty(F.col("_chunks")),
+        lambda c: V.first(_usage_object(c, "$.usage"), _usage_object(c, "$.response.usage")),
+    )
+    return V.first(V.last_non_null(per_chunk), response_usage())
+
+
+def tokens(usage: Column) -> dict[str, Column]:
+    """The three token columns from a usage object (null where not carried)."""
+    u = _usage_struct(usage)
+    return {
+        "input_tokens": F.when(usage.isNotNull(), u["input"]),
+        "output_tokens": F.when(usage.isNotNull(), u["output"]),
+        "total_tokens": F.when(usage.isNotNull(), u["total"]),
+    }
+
+
+def model() -> Column:
+    """The model that answered: response, chunks, events, then the trace's chat span."""
+    resp, chunks = F.col("_resp"), V.or_empty(F.col("_chunks"))
+    from_chunks = V.first_non_null(
+        F.transform(chunks, lambda c: V.first(V.get(c, "$.model"), V.get(c, "$.response.model")))
+    )
+    from_outputs = V.first_non_null(F.transform(F.col("_trace_outputs"), lambda o: V.get(o, "$.model")))
+    spans = V.or_empty(V.items(resp, "$.databricks_output.trace.data.spans"))
+    from_span_attributes = V.first_non_null(
+        F.transform(spans, lambda s: V.get(V.nested(s, "$.attributes.model"), "$"))
+    )
+    return F.nullif(V.first(V.get(resp, "$.model"), from_chunks, from_outputs, from_span_attributes), F.lit(""))
+
+
+def finish_reason(*, last: bool) -> Column:
+    """The finish reason: the first one of a response, the last one of a stream."""
+    reasons = F.col("_finish_reasons")
+    picked = V.last_non_null(reasons) if last else V.first_non_null(reasons)
+    return V.first(picked, F.col("_incomplete_reason"), F.when(F.col("_shape") == "responses", V.get(F.col("_resp"), "$.status")))
+
+
+def trace_id() -> Column:
+    """The Databricks trace id, when the response carries a trace."""
+    return V.get(F.col("_resp"), "$.databricks_output.trace.info.trace_id")
+
+
+def error_code() -> Column:
+    """The most specific error code: the provider's, else the gateway's."""
+    return F.col("_error")["code"]
+
+
+def error_message() -> Column:
+    """The error message as logged (may hold the provider's JSON)."""
+    return F.col("_error")["message"]
+
+
+def error_type() -> Column:
+    """A small vocabulary for what went wrong, from the status and the error code."""
+    status, code = F.col("status_code"), F.lower(F.coalesce(F.col("_error")["code"], F.lit("")))
+    http = F.coalesce(F.col("_error")["http_status"], status)
+    return (
+        F.when(F.col("blocked"), F.lit("content_filter"))
+        .when((http == 429) | code.contains("rate_limit") | (code == "request_limit_exceeded"), F.lit("rate_limit"))
+        .when((http == 504) | code.contains("timeout"), F.lit("timeout"))
+        .when((http == 401) | (http == 403) | code.contains("permission"), F.lit("permission_denied"))
+        .when((http == 404) | (code == "resource_does_not_exist"), F.lit("not_found"))
+        .when(http >= 500, F.lit("server_error"))
+        .when(http >= 400, F.lit("bad_request"))
+        .when(F.col("_error").isNotNull(), F.lit("model_error"))
+    )

@@ -1,0 +1,31 @@
+"""``error``: a call that failed for a reason other than a safety filter.
+
+Shapes: 4xx/5xx with a null response (rate limits, timeouts, server errors),
+gateway error bodies (``error_code`` + ``message``, the message possibly the
+provider's JSON), bare provider error bodies, ``response.failed`` events, and
+exceptions caught by an agent.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column
+
+from gatewatch.transforms import fields
+from gatewatch.transforms.parsers.registry import parse_with, register
+
+
+@register("error", version="1.0.0")
+def columns() -> dict[str, Column]:
+    """Reads the helper columns and ``status_code``; returns the parsed request columns."""
+    return dict(
+        model=fields.model(),
+        finish_reason=fields.finish_reason(last=True),
+        trace_id=fields.trace_id(),
+        error_type=fields.error_type(),
+        error_code=fields.error_code(),
+        error_message=fields.error_message(),
+        **fields.tokens(fields.stream_usage()),
+    )
+
+
+parse = parse_with('error')

@@ -1,0 +1,29 @@
+"""``predict_ok``: a non-streaming call that returned model output.
+
+Shapes: chat completions (foundation and external models, with or without
+Azure filter results) and ResponsesAgent responses, with top-level ``usage``
+or with a Databricks trace (tokens in ``mlflow.trace.tokenUsage``, model and
+filter results in the chat span's outputs). Also a 2xx call whose payload was
+too large to log: only status and ids are known.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column
+
+from gatewatch.transforms import fields
+from gatewatch.transforms.parsers.registry import parse_with, register
+
+
+@register("predict_ok", version="1.0.0")
+def columns() -> dict[str, Column]:
+    """Reads the helper columns; returns the parsed request columns."""
+    return dict(
+        model=fields.model(),
+        finish_reason=fields.finish_reason(last=False),
+        trace_id=fields.trace_id(),
+        **fields.tokens(fields.response_usage()),
+    )
+
+
+parse = parse_with('predict_ok')

@@ -1,0 +1,28 @@
+"""``stream_ok``: a streaming call that completed.
+
+Shapes: a list of chat-completion chunks (usage absent, on a last chunk with
+empty ``choices``, or a running total on every chunk: the last is taken), a
+list of Responses-API events ending in ``response.completed``, or one
+aggregated object.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column
+
+from gatewatch.transforms import fields
+from gatewatch.transforms.parsers.registry import parse_with, register
+
+
+@register("stream_ok", version="1.0.0")
+def columns() -> dict[str, Column]:
+    """Reads the helper columns; returns the parsed request columns."""
+    return dict(
+        model=fields.model(),
+        finish_reason=fields.finish_reason(last=True),
+        trace_id=fields.trace_id(),
+        **fields.tokens(fields.stream_usage()),
+    )
+
+
+parse = parse_with('stream_ok')

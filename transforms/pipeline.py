@@ -1,0 +1,100 @@
+"""The whole parse as one transform, and the two views of its result.
+
+``parse_inference_rows`` turns canonical inference rows into rows carrying
+both the raw columns and the parsed ones; ``requests_view`` and
+``quarantine_view`` project them onto the two output schemas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType
+
+from gatewatch.schemas import CANONICAL_INPUT, FAILED_EXPECTATION, QUARANTINE, REQUEST_COLUMNS
+from gatewatch.transforms.fingerprint import with_shape_fingerprint
+from gatewatch.transforms.outcome import with_outcome
+from gatewatch.transforms.parsers import dispatch
+from gatewatch.transforms.payload import with_parsed_payloads
+
+Transform = Callable[[DataFrame], DataFrame]
+
+PROCESSED_CHANGE_TYPES: tuple[str, ...] = ("insert", "update_postimage")
+
+
+def latest_per_request() -> Transform:
+    """Keep one row per ``databricks_request_id``: the one of the latest commit.
+
+    Reads: ``databricks_request_id``, ``_commit_version``. Rows without an id
+    are all kept (the contract quarantines them).
+    """
+
+    def apply(df: DataFrame) -> DataFrame:
+        w = Window.partitionBy("databricks_request_id").orderBy(F.col("_commit_version").desc_nulls_last())
+        ranked = df.withColumn("_rank", F.when(F.col("databricks_request_id").isNull(), F.lit(1)).otherwise(
+            F.row_number().over(w)
+        ))
+        return ranked.where(F.col("_rank") == 1).drop("_rank")
+
+    return apply
+
+
+def parse_inference_rows() -> Transform:
+    """Parse, classify and dispatch canonical inference rows.
+
+    Reads: the CANONICAL_INPUT columns.
+    Adds: every parsed requests column, ``parser``, ``parser_version``,
+    ``quarantine_reason`` and the ``_``-prefixed helper columns.
+    """
+
+    def apply(df: DataFrame) -> DataFrame:
+        return df.transform(with_parsed_payloads()).transform(with_outcome()).transform(dispatch)
+
+    return apply
+
+
+def requests_view() -> Transform:
+    """Project parsed rows with an outcome onto the requests schema.
+
+    Reads: parsed rows. Returns: the REQUESTS columns (lineage from the change feed).
+    """
+
+    def apply(df: DataFrame) -> DataFrame:
+        out = df.where(F.col("outcome").isNotNull())
+        out = out.withColumn("source_commit_version", F.col("_commit_version")).withColumn(
+            "source_commit_timestamp", F.col("_commit_timestamp")
+        )
+        return out.select(*REQUEST_COLUMNS)
+
+    return apply
+
+
+def quarantine_view(quarantined_at: datetime) -> Transform:
+    """Project rows set aside onto the quarantine schema.
+
+    Reads: parsed rows whose ``quarantine_reason`` is set, plus
+    ``failed_expectations`` when present. Returns: the QUARANTINE columns: the
+    canonical row untouched, the reason, the failed expectations, the shape
+    and its fingerprint, the parser version, ``status = open``.
+    """
+
+    def apply(df: DataFrame) -> DataFrame:
+        out = df.where(F.col("quarantine_reason").isNotNull()).transform(with_shape_fingerprint())
+        if "failed_expectations" not in out.columns:
+            out = out.withColumn("failed_expectations", F.array().cast(ArrayType(FAILED_EXPECTATION)))
+        out = (
+            out.withColumn("reason", F.col("quarantine_reason"))
+            .withColumn("quarantined_at", F.lit(quarantined_at).cast("timestamp"))
+            .withColumn("status", F.lit("open"))
+            .withColumn("resolved_by_parser_version", F.lit(None).cast("string"))
+            .withColumn("resolved_at", F.lit(None).cast("timestamp"))
+        )
+        return out.select(*[F.col(f.name).cast(f.dataType) for f in QUARANTINE.fields])
+
+    return apply
+
+
+CANONICAL_COLUMNS: tuple[str, ...] = tuple(f.name for f in CANONICAL_INPUT.fields)
