@@ -7,7 +7,9 @@ are null otherwise; a running total is read from its last chunk, never summed.
 
 from __future__ import annotations
 
-from pyspark.sql import Column
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from gatewatch.transforms import variant as V
@@ -48,14 +50,40 @@ def stream_usage() -> Column:
     return V.first(V.last_non_null(per_chunk), response_usage())
 
 
-def tokens(usage: Column) -> dict[str, Column]:
-    """The three token columns from a usage object (null where not carried)."""
-    u = _usage_struct(usage)
-    return {
-        "input_tokens": F.when(usage.isNotNull(), u["input"]),
-        "output_tokens": F.when(usage.isNotNull(), u["output"]),
-        "total_tokens": F.when(usage.isNotNull(), u["total"]),
-    }
+def tokens() -> dict[str, Column]:
+    """The three token columns (from ``_usage``, null where not carried)."""
+    u = F.col("_usage")
+    return {"input_tokens": u["input"], "output_tokens": u["output"], "total_tokens": u["total"]}
+
+
+def with_common_fields() -> Callable[[DataFrame], DataFrame]:
+    """Extract, once per row, the fields several parsers pick from.
+
+    Reads: the helper columns of ``with_parsed_payloads`` and ``with_outcome``.
+    Adds: ``_usage`` (struct input/output/total: the last chunk or event that
+    carries usage, else the response's own, trace metadata or chat span),
+    ``_model``, ``_trace_id``, ``_finish_first``, ``_finish_last``.
+    """
+
+    def apply(df: DataFrame) -> DataFrame:
+        staged = df.withColumns(
+            {
+                "_usage_obj": stream_usage(),
+                "_model": model(),
+                "_trace_id": V.get(F.col("_resp"), "$.databricks_output.trace.info.trace_id"),
+                "_finish_first": _finish_reason(last=False),
+                "_finish_last": _finish_reason(last=True),
+            }
+        )
+        usage = F.col("_usage_obj")
+        return staged.withColumn("_usage", F.when(usage.isNotNull(), _usage_struct(usage))).drop("_usage_obj")
+
+    return apply
+
+
+def model_name() -> Column:
+    """The model that answered (extracted once by ``with_common_fields``)."""
+    return F.col("_model")
 
 
 def model() -> Column:
@@ -74,6 +102,10 @@ def model() -> Column:
 
 def finish_reason(*, last: bool) -> Column:
     """The finish reason: the first one of a response, the last one of a stream."""
+    return F.col("_finish_last" if last else "_finish_first")
+
+
+def _finish_reason(*, last: bool) -> Column:
     reasons = F.col("_finish_reasons")
     picked = V.last_non_null(reasons) if last else V.first_non_null(reasons)
     return V.first(picked, F.col("_incomplete_reason"), F.when(F.col("_shape") == "responses", V.get(F.col("_resp"), "$.status")))
@@ -81,7 +113,7 @@ def finish_reason(*, last: bool) -> Column:
 
 def trace_id() -> Column:
     """The Databricks trace id, when the response carries a trace."""
-    return V.get(F.col("_resp"), "$.databricks_output.trace.info.trace_id")
+    return F.col("_trace_id")
 
 
 def error_code() -> Column:

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType
 
 from gatewatch.schemas import CANONICAL_INPUT, FAILED_EXPECTATION, QUARANTINE, REQUEST_COLUMNS
+from gatewatch.transforms.fields import with_common_fields
 from gatewatch.transforms.fingerprint import with_shape_fingerprint
 from gatewatch.transforms.outcome import with_outcome
 from gatewatch.transforms.parsers import dispatch
@@ -25,15 +26,15 @@ Transform = Callable[[DataFrame], DataFrame]
 PROCESSED_CHANGE_TYPES: tuple[str, ...] = ("insert", "update_postimage")
 
 
-def latest_per_request() -> Transform:
+def latest_per_request(version_column: str = "_commit_version") -> Transform:
     """Keep one row per ``databricks_request_id``: the one of the latest commit.
 
-    Reads: ``databricks_request_id``, ``_commit_version``. Rows without an id
-    are all kept (the contract quarantines them).
+    Reads: ``databricks_request_id`` and ``version_column``. Rows without an
+    id are all kept (the contract quarantines them).
     """
 
     def apply(df: DataFrame) -> DataFrame:
-        w = Window.partitionBy("databricks_request_id").orderBy(F.col("_commit_version").desc_nulls_last())
+        w = Window.partitionBy("databricks_request_id").orderBy(F.col(version_column).desc_nulls_last())
         ranked = df.withColumn("_rank", F.when(F.col("databricks_request_id").isNull(), F.lit(1)).otherwise(
             F.row_number().over(w)
         ))
@@ -51,9 +52,31 @@ def parse_inference_rows() -> Transform:
     """
 
     def apply(df: DataFrame) -> DataFrame:
-        return df.transform(with_parsed_payloads()).transform(with_outcome()).transform(dispatch)
+        return (
+            df.transform(with_parsed_payloads())
+            .transform(with_outcome())
+            .transform(with_common_fields())
+            .transform(dispatch)
+            .transform(optimizer_fence)
+        )
 
     return apply
+
+
+def optimizer_fence(df: DataFrame) -> DataFrame:
+    """Stop Spark from pushing later filters down into the parse.
+
+    Pushing a filter such as ``outcome IS NOT NULL`` through the parse's
+    projections inlines every staged helper column into the predicate, once
+    per reference: the plan grows to millions of nodes and planning a batch
+    takes minutes. A filter cannot move below a projection holding a
+    non-deterministic column, so the parsed rows carry ``_fence`` (``rand``,
+    always >= 0) and a filter on it; later filters combine with that one and
+    stay above the parse, which is then computed once per row.
+
+    Reads: nothing. Adds: ``_fence``.
+    """
+    return df.withColumn("_fence", F.rand(0)).where(F.col("_fence") >= 0)
 
 
 def requests_view() -> Transform:

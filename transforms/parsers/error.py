@@ -18,13 +18,13 @@ from gatewatch.transforms.parsers.registry import parse_with, register
 def columns() -> dict[str, Column]:
     """Reads the helper columns and ``status_code``; returns the parsed request columns."""
     return dict(
-        model=fields.model(),
+        model=fields.model_name(),
         finish_reason=fields.finish_reason(last=True),
         trace_id=fields.trace_id(),
         error_type=fields.error_type(),
         error_code=fields.error_code(),
         error_message=fields.error_message(),
-        **fields.tokens(fields.stream_usage()),
+        **fields.tokens(),
     )
 
 

@@ -19,10 +19,10 @@ from gatewatch.transforms.parsers.registry import parse_with, register
 def columns() -> dict[str, Column]:
     """Reads the helper columns; returns the parsed request columns."""
     return dict(
-        model=fields.model(),
+        model=fields.model_name(),
         finish_reason=fields.finish_reason(last=False),
         trace_id=fields.trace_id(),
-        **fields.tokens(fields.response_usage()),
+        **fields.tokens(),
     )
 
 

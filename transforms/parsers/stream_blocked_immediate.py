@@ -19,13 +19,13 @@ from gatewatch.transforms.parsers.registry import parse_with, register
 def columns() -> dict[str, Column]:
     """Reads the helper columns; returns the parsed request columns with the filter's error."""
     return dict(
-        model=fields.model(),
+        model=fields.model_name(),
         finish_reason=fields.finish_reason(last=True),
         trace_id=fields.trace_id(),
         error_type=F.lit("content_filter"),
         error_code=F.coalesce(fields.error_code(), F.lit("content_filter")),
         error_message=fields.error_message(),
-        **fields.tokens(fields.stream_usage()),
+        **fields.tokens(),
     )
 
 
