@@ -1,0 +1,160 @@
+"""The micro-batch handler: one ``foreachBatch`` call writes every output of a batch.
+
+``handle_batch`` is a module-level function so a test can call it with a
+static DataFrame and a batch id. Each write is idempotent per (app id, batch
+id), so a batch replayed after a crash writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import structlog
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from gatewatch.streams import outputs as out
+from gatewatch.transforms.pipeline import (
+    PROCESSED_CHANGE_TYPES,
+    latest_per_request,
+    parse_inference_rows,
+    quarantine_view,
+    requests_view,
+)
+
+log = structlog.get_logger("gatewatch.batch")
+
+Clock = Callable[[], datetime]
+BatchHook = Callable[["BatchContext", DataFrame, int, dict[str, Any]], None]
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC (the default clock of a running job)."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What a batch handler needs: where to write, the contract, the clock."""
+
+    source: str
+    app_id: str
+    requests: out.Table
+    quarantine: out.Table
+    contract: Any | None = None
+    clock: Clock = utc_now
+    hooks: tuple[BatchHook, ...] = field(default_factory=tuple)
+    on_metrics: Callable[[dict[str, Any]], None] | None = None
+
+
+def apply_contract(parsed: DataFrame, contract: Any | None) -> DataFrame:
+    """Check parsed rows with an outcome against the contract; failures are quarantined.
+
+    Reads: parsed rows. Adds: ``failed_expectations`` (empty for rows that
+    pass or were already set aside) and sets ``quarantine_reason`` to
+    ``expectation_failed`` for rows that fail.
+    """
+    from pyspark.sql.types import ArrayType
+
+    from gatewatch.schemas import FAILED_EXPECTATION
+
+    lineage = parsed.withColumns(
+        {"source_commit_version": F.col("_commit_version"), "source_commit_timestamp": F.col("_commit_timestamp")}
+    )
+    empty = F.array().cast(ArrayType(FAILED_EXPECTATION))
+    if contract is None:
+        return lineage.withColumn("failed_expectations", empty)
+    from gatewatch.quarantine.contract import with_contract_results
+
+    checked = lineage.transform(with_contract_results(contract))
+    has_outcome = F.col("outcome").isNotNull()
+    failed = has_outcome & (F.size("failed_expectations") > 0)
+    return checked.withColumns(
+        {
+            "failed_expectations": F.when(has_outcome, F.col("failed_expectations")).otherwise(empty),
+            "quarantine_reason": F.when(failed, F.lit("expectation_failed")).otherwise(F.col("quarantine_reason")),
+            "outcome": F.when(failed, F.lit(None).cast("string")).otherwise(F.col("outcome")),
+        }
+    )
+
+
+def process(batch: DataFrame, contract: Any | None) -> DataFrame:
+    """Parse the processed change types of a batch and check them against the contract."""
+    rows = batch.where(F.col("_change_type").isin(*PROCESSED_CHANGE_TYPES))
+    return rows.transform(parse_inference_rows()).transform(
+        lambda df: apply_contract(df, contract)
+    )
+
+
+def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str, Any]:
+    """Write one micro-batch's requests and quarantine rows, once.
+
+    Returns the batch metrics (also logged): rows per change type, per
+    outcome and per quarantine reason, and the duration.
+    """
+    started = time.monotonic()
+    now = ctx.clock()
+    spark = batch.sparkSession
+    parsed = process(batch, ctx.contract).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {
+            (r["_change_type"], r["outcome"], r["quarantine_reason"]): r["n"]
+            for r in parsed.groupBy("_change_type", "outcome", "quarantine_reason").agg(F.count("*").alias("n"))
+            .collect()
+        }
+        skipped = {
+            r["_change_type"]: r["n"]
+            for r in batch.where(~F.col("_change_type").isin(*PROCESSED_CHANGE_TYPES))
+            .groupBy("_change_type").agg(F.count("*").alias("n")).collect()
+        }
+        requests = parsed.transform(requests_view())
+        if any(k[0] == "update_postimage" and k[1] is not None for k in counts):
+            with out.idempotent_dml(spark, ctx.app_id, batch_id):
+                (
+                    ctx.requests.delta(spark).alias("t")
+                    .merge(requests.transform(latest_per_request("source_commit_version")).alias("s"), "t.databricks_request_id = s.databricks_request_id")
+                    .whenMatchedUpdateAll()
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
+        else:
+            out.append(requests, ctx.requests, ctx.app_id, batch_id)
+        out.append(parsed.transform(quarantine_view(now)), ctx.quarantine, ctx.app_id, batch_id)
+        metrics = _metrics(ctx, batch_id, counts, skipped, time.monotonic() - started)
+        for hook in ctx.hooks:
+            hook(ctx, parsed, batch_id, metrics)
+    finally:
+        parsed.unpersist()
+    log.info("batch", **metrics)
+    if ctx.on_metrics:
+        ctx.on_metrics(metrics)
+    return metrics
+
+
+def _metrics(ctx: BatchContext, batch_id: int, counts: dict, skipped: dict, seconds: float) -> dict[str, Any]:
+    outcomes: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for (_change, outcome, reason), n in counts.items():
+        if outcome is not None:
+            outcomes[outcome] = outcomes.get(outcome, 0) + n
+        else:
+            reasons[reason or "unknown_shape"] = reasons.get(reason or "unknown_shape", 0) + n
+    processed = sum(counts.values())
+    quarantined = sum(reasons.values())
+    return {
+        "source": ctx.source,
+        "batch_id": batch_id,
+        "rows": processed,
+        "requests": sum(outcomes.values()),
+        "quarantined": quarantined,
+        "quarantine_rate": round(quarantined / processed, 4) if processed else 0.0,
+        "outcomes": outcomes,
+        "quarantine_reasons": reasons,
+        "skipped_change_types": skipped,
+        "duration_s": round(seconds, 3),
+    }

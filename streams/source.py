@@ -1,0 +1,183 @@
+"""Tailing an inference table through Delta's change data feed.
+
+``open_source`` checks the table (exists, change feed on, a known schema)
+and returns its change feed as a streaming DataFrame in the canonical
+columns of ``schemas.CANONICAL_INPUT``, whatever the table's schema:
+
+- the AI Gateway inference table (the main one);
+- the legacy payload table (``date``, ``timestamp_ms``, ``execution_time_ms``,
+  ``request_metadata``), renamed onto the same columns.
+
+Any other schema is refused with the missing columns named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from gatewatch.errors import ChangeFeedDisabledError, SourceNotFoundError, SourceSchemaError
+from gatewatch.schemas import CANONICAL_INPUT
+from gatewatch.settings import SourceSettings
+
+GATEWAY_COLUMNS: tuple[str, ...] = (
+    "databricks_request_id",
+    "client_request_id",
+    "request_date",
+    "request_time",
+    "status_code",
+    "execution_duration_ms",
+    "request",
+    "response",
+)
+"""Required in an AI Gateway inference table; the others are optional."""
+
+GATEWAY_OPTIONAL: tuple[str, ...] = (
+    "sampling_fraction",
+    "served_entity_id",
+    "logging_error_codes",
+    "requester",
+)
+
+LEGACY_COLUMNS: tuple[str, ...] = (
+    "databricks_request_id",
+    "client_request_id",
+    "date",
+    "timestamp_ms",
+    "status_code",
+    "execution_time_ms",
+    "request",
+    "response",
+    "request_metadata",
+)
+"""Required in a legacy payload table."""
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """A checked inference table: where it is and which schema it has."""
+
+    settings: SourceSettings
+    kind: str  # "gateway" | "legacy"
+    is_path: bool
+
+    @property
+    def name(self) -> str:
+        """The table as the user named it (path or catalog name)."""
+        return self.settings.table
+
+
+def is_path(table: str) -> bool:
+    """True when ``table`` is a filesystem or object-store path rather than a catalog name."""
+    return "/" in table or "\\" in table or table.startswith(("file:", "s3:", "abfss:", "gs:", "dbfs:"))
+
+
+def detect_kind(schema: StructType, source: str) -> str:
+    """``gateway`` or ``legacy`` from the column names, else ``SourceSchemaError``."""
+    names = {f.name for f in schema.fields}
+    missing_gateway = [c for c in GATEWAY_COLUMNS if c not in names]
+    if not missing_gateway:
+        return "gateway"
+    missing_legacy = [c for c in LEGACY_COLUMNS if c not in names]
+    if not missing_legacy:
+        return "legacy"
+    if len(missing_legacy) < len(missing_gateway):
+        raise SourceSchemaError(source, missing_legacy, "legacy payload table")
+    raise SourceSchemaError(source, missing_gateway, "AI Gateway inference table")
+
+
+def _optional(names: set[str], column: str, type_: str) -> Column:
+    return F.col(column).cast(type_) if column in names else F.lit(None).cast(type_)
+
+
+def to_canonical(df: DataFrame, kind: str, source: SourceSettings) -> DataFrame:
+    """Map a change-feed DataFrame of either schema onto CANONICAL_INPUT.
+
+    Reads: the table's own columns and ``_change_type``, ``_commit_version``,
+    ``_commit_timestamp``. Returns exactly the CANONICAL_INPUT columns; the
+    ``endpoint`` comes from the legacy ``request_metadata`` or else from the
+    source settings; ``source_table`` is the table as configured.
+    """
+    names = set(df.columns)
+    if kind == "legacy":
+        meta = F.col("request_metadata")
+        mapped: dict[str, Column] = {
+            "request_date": F.col("date").cast("date"),
+            "request_time": F.timestamp_millis(F.col("timestamp_ms").cast("long")),
+            "execution_duration_ms": F.col("execution_time_ms").cast("long"),
+            "served_entity_id": F.coalesce(meta["served_entity_id"], meta["served_entity_name"],
+                                           F.concat_ws("/", meta["model_name"], meta["model_version"])),
+            "logging_error_codes": _optional(names, "logging_error_codes", "array<string>"),
+            "requester": _optional(names, "requester", "string"),
+            "endpoint": F.coalesce(meta["endpoint_name"], F.lit(source.endpoint_name)),
+            "request_metadata": meta.cast("map<string,string>"),
+        }
+    else:
+        mapped = {
+            "request_date": F.col("request_date").cast("date"),
+            "request_time": F.col("request_time").cast("timestamp"),
+            "execution_duration_ms": F.col("execution_duration_ms").cast("long"),
+            "served_entity_id": _optional(names, "served_entity_id", "string"),
+            "logging_error_codes": _optional(names, "logging_error_codes", "array<string>"),
+            "requester": _optional(names, "requester", "string"),
+            "endpoint": F.lit(source.endpoint_name),
+            "request_metadata": F.lit(None).cast("map<string,string>"),
+        }
+    mapped["sampling_fraction"] = _optional(names, "sampling_fraction", "double")
+    mapped["source_table"] = F.lit(source.table)
+    return df.select(
+        *[
+            (mapped[f.name] if f.name in mapped else F.col(f.name)).cast(f.dataType).alias(f.name)
+            for f in CANONICAL_INPUT.fields
+        ]
+    )
+
+
+def check_source(spark: SparkSession, source: SourceSettings) -> SourceTable:
+    """Check that the table exists, has change data feed on and a known schema."""
+    from delta.tables import DeltaTable
+
+    path = is_path(source.table)
+    try:
+        if path:
+            if not DeltaTable.isDeltaTable(spark, source.table):
+                raise SourceNotFoundError(source.table)
+            table = DeltaTable.forPath(spark, source.table)
+        else:
+            if not spark.catalog.tableExists(source.table):
+                raise SourceNotFoundError(source.table)
+            table = DeltaTable.forName(spark, source.table)
+        detail = table.detail().select("properties").first()
+    except SourceNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any read failure means the table is not usable
+        if "DELTA_MISSING_DELTA_TABLE" in str(err) or "not a Delta table" in str(err):
+            raise SourceNotFoundError(source.table) from None
+        raise
+    properties = (detail["properties"] if detail else None) or {}
+    if str(properties.get("delta.enableChangeDataFeed", "false")).lower() != "true":
+        raise ChangeFeedDisabledError(source.table)
+    kind = detect_kind(table.toDF().schema, source.table)
+    return SourceTable(settings=source, kind=kind, is_path=path)
+
+
+def read_change_feed(spark: SparkSession, table: SourceTable) -> DataFrame:
+    """The table's change feed as a streaming DataFrame of canonical rows.
+
+    ``startingVersion`` applies on first start only (then the checkpoint
+    decides); ``earliest`` reads the current snapshot as inserts and every
+    change after it. Rate limits admit whole commits.
+    """
+    s = table.settings
+    reader = spark.readStream.format("delta").option("readChangeFeed", "true")
+    if s.starting_version != "earliest":
+        reader = reader.option("startingVersion", str(s.starting_version))
+    if s.max_files_per_trigger:
+        reader = reader.option("maxFilesPerTrigger", str(s.max_files_per_trigger))
+    if s.max_bytes_per_trigger:
+        reader = reader.option("maxBytesPerTrigger", s.max_bytes_per_trigger)
+    raw = reader.load(s.table) if table.is_path else reader.table(s.table)
+    return to_canonical(raw, table.kind, s)
