@@ -1,0 +1,238 @@
+"""The quarantine contract: a Great Expectations suite checked row by row inside the stream.
+
+The contract is a GX 1.x ``ExpectationSuite`` kept as JSON
+(``conf/expectations/requests.json``, as ``ExpectationSuite.to_json_dict()``
+writes it). ``load_suite`` reads it with GX's own classes; ``compile_suite``
+turns every expectation into a Spark ``Column`` that is TRUE when a row fails
+it (``compiler`` and ``expectation_types``); ``with_contract_results`` adds
+the failed expectations of each row in one projection, so no GX run and no
+extra pass over the data happens per micro-batch.
+
+Decisions, each checked by the tests:
+
+- Row-level semantics are GX's own on Spark, nulls included (a differential
+  test runs GX next to the compiler on the same DataFrames).
+- ``mostly`` below 1 is refused when the suite is compiled: a fraction of a
+  batch cannot be decided one row at a time.
+- A severity other than ``critical``, suite parameters and ``windows`` are
+  refused; an unsupported type is refused with the list of supported ones.
+- Rules GX has no row-level type for (the token sum, the safety-flag
+  vocabularies) are ``unexpected_rows_expectation``s of the form
+  ``SELECT * FROM {batch} WHERE <condition over one row>``; their
+  ``meta.column`` names the column reported in ``failed_expectations``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType
+
+from gatewatch.errors import ConfigError
+from gatewatch.quarantine import expectation_types as _registered  # noqa: F401  (registers the types)
+from gatewatch.quarantine.compiler import compile_expectation, label, supported_types, unsupported
+from gatewatch.schemas import FAILED_EXPECTATION
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+    from great_expectations.core.expectation_suite import ExpectationSuite
+
+__all__ = [
+    "CompiledExpectation",
+    "Contract",
+    "compile_suite",
+    "load_suite",
+    "packaged_suite",
+    "split_by_contract",
+    "supported_types",
+    "with_contract_results",
+]
+
+Transform = Callable[[DataFrame], DataFrame]
+
+FAILED_EXPECTATIONS = ArrayType(FAILED_EXPECTATION)
+
+
+def packaged_suite() -> Traversable:
+    """The suite shipped with gatewatch: ``conf/expectations/requests.json``."""
+    return files("gatewatch") / "conf" / "expectations" / "requests.json"
+
+
+def load_suite(path: str | Path | None = None) -> ExpectationSuite:
+    """Read an expectation suite JSON file into a GX ``ExpectationSuite``.
+
+    Every expectation is built by GX's own model, so its arguments are
+    validated and its defaults filled in; unlike GX's suite constructor, an
+    invalid expectation stops the load instead of being left out.
+
+    Args:
+        path: the suite file; ``None`` for the packaged suite.
+
+    Raises:
+        ConfigError: the file cannot be read, is not a suite, or an expectation is invalid.
+        UnsupportedExpectationError: an expectation type GX does not know.
+    """
+    from great_expectations.core.expectation_suite import ExpectationSuite
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    source = packaged_suite() if path is None else Path(path)
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError("contract.suite", "a readable expectation suite JSON file", f"{source}: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("expectations"), list) or not data.get("name"):
+        raise ConfigError("contract.suite", "a JSON object with 'name' and a list of 'expectations'", str(source))
+    configurations = [_configuration(i, item, ExpectationConfiguration) for i, item in enumerate(data["expectations"])]
+    suite = ExpectationSuite(
+        name=data["name"],
+        expectations=configurations,
+        suite_parameters=data.get("suite_parameters"),
+        meta=data.get("meta"),
+        notes=data.get("notes"),
+        id=data.get("id"),
+    )
+    if len(suite.expectations) != len(configurations):
+        raise ConfigError("contract.suite", "every expectation accepted by Great Expectations", str(source))
+    return suite
+
+
+def _configuration(index: int, item: Any, configuration_class: type) -> Any:
+    from great_expectations.exceptions import ExpectationNotFoundError
+
+    if not isinstance(item, Mapping) or "type" not in item:
+        raise ConfigError(f"contract.suite expectations[{index}]", "an object with 'type' and 'kwargs'", item)
+    type_, id_ = item["type"], item.get("id")
+    try:
+        configuration = configuration_class(**item)
+        configuration.to_domain_obj()
+    except ExpectationNotFoundError:
+        raise unsupported(
+            id_, type_, "is not a Great Expectations type; supported types: " + ", ".join(supported_types()) + "."
+        ) from None
+    except Exception as err:  # GX reports bad arguments as pydantic or its own errors
+        detail = " ".join(str(err).split())[:300]
+        raise ConfigError(f"contract.suite expectations[{index}]", f"valid arguments for {type_}", detail) from err
+    return configuration
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledExpectation:
+    """One expectation ready to run: its identity and the Column TRUE when a row fails it."""
+
+    id: str
+    type: str
+    column: str | None
+    """The column(s) it checks, comma-separated (``meta.column`` for an unexpected-rows query)."""
+    reads: tuple[str, ...]
+    """The columns named in its arguments (checked to exist before a run)."""
+    fail: Column
+
+
+@dataclass(frozen=True, eq=False)
+class Contract:
+    """A compiled expectation suite."""
+
+    name: str
+    expectations: tuple[CompiledExpectation, ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The expectation ids, in suite order."""
+        return tuple(e.id for e in self.expectations)
+
+
+def compile_suite(suite: ExpectationSuite) -> Contract:
+    """Compile every expectation of ``suite`` into a row-level fail predicate.
+
+    Needs an active SparkSession (Columns are built, and SQL conditions
+    parsed, here, so a bad suite fails at start and not in a batch).
+
+    Raises:
+        ConfigError: an expectation without an id, or two with the same id.
+        UnsupportedExpectationError: an expectation the compiler cannot run row by row.
+    """
+    compiled: list[CompiledExpectation] = []
+    for expectation in suite.expectations:
+        type_, id_ = expectation.expectation_type, expectation.id
+        if not id_:
+            raise ConfigError(f"contract.suite {label(id_, type_)}", "a stable id (a UUID written in the suite)")
+        if id_ in {c.id for c in compiled}:
+            raise ConfigError("contract.suite", "a different id for every expectation", id_)
+        kwargs = dict(expectation)
+        reads = _columns(kwargs)
+        column = ",".join(reads) or (expectation.meta or {}).get("column")
+        compiled.append(
+            CompiledExpectation(
+                id=str(id_), type=type_, column=column, reads=reads, fail=compile_expectation(id_, type_, kwargs)
+            )
+        )
+    return Contract(name=suite.name, expectations=tuple(compiled))
+
+
+def _columns(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    if kwargs.get("column"):
+        return (kwargs["column"],)
+    if kwargs.get("column_A") and kwargs.get("column_B"):
+        return (kwargs["column_A"], kwargs["column_B"])
+    return tuple(kwargs.get("column_list") or ())
+
+
+def with_contract_results(contract: Contract) -> Transform:
+    """Check every row against the contract in one projection.
+
+    Reads: the columns the suite's expectations name.
+    Adds: ``failed_expectations`` (``array<struct<id, type, column>>``, in
+    suite order; empty when the row passes every expectation).
+
+    Raises:
+        ConfigError: an expectation names a column the DataFrame does not have.
+    """
+
+    def apply(df: DataFrame) -> DataFrame:
+        _require_columns(df, contract)
+        checks = [
+            F.when(
+                e.fail,
+                F.struct(
+                    F.lit(e.id).alias("id"), F.lit(e.type).alias("type"), F.lit(e.column).cast("string").alias("column")
+                ),
+            )
+            for e in contract.expectations
+        ]
+        failed = F.filter(F.array(*checks), lambda r: r.isNotNull()) if checks else F.array()
+        return df.withColumn("failed_expectations", failed.cast(FAILED_EXPECTATIONS))
+
+    return apply
+
+
+def _require_columns(df: DataFrame, contract: Contract) -> None:
+    present = {c.lower() for c in df.columns}
+    for e in contract.expectations:
+        missing = [c for c in e.reads if c.lower() not in present and c.split(".")[0].lower() not in present]
+        if missing:
+            raise ConfigError(
+                "contract.suite",
+                "expectations over columns of the checked rows",
+                f"{label(e.id, e.type)} reads missing column {', '.join(missing)}",
+            )
+
+
+def split_by_contract(df: DataFrame, contract: Contract) -> tuple[DataFrame, DataFrame]:
+    """Split rows into those that pass the contract and those that fail it.
+
+    Reads: the columns the suite's expectations name.
+    Returns: ``(passed, failed)``: ``passed`` has the columns of ``df``;
+    ``failed`` adds ``failed_expectations`` (never empty there). Both come
+    from one checked plan: persist ``df`` first if both are written.
+    """
+    checked = df.transform(with_contract_results(contract))
+    passes = F.size("failed_expectations") == 0
+    return checked.where(passes).drop("failed_expectations"), checked.where(~passes)
