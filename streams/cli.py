@@ -53,6 +53,75 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gatewatch.streams.demo import run_demo
+    from gatewatch.streams.logs import configure
+
+    configure(args.log_format, level="WARNING")  # the demo prints its own progress
+    summary = run_demo(Path(args.dir), commits=args.commits, rows_per_commit=args.rows)
+    return 0 if summary["missing"] == 0 and summary["duplicates"] == 0 else 1
+
+
+def _cmd_quarantine_summary(args: argparse.Namespace) -> int:
+    from gatewatch.quarantine.replay import summary
+    from gatewatch.streams.demo import format_table
+    from gatewatch.streams.spark import build_spark
+
+    settings = _settings(args)
+    spark = build_spark(settings.spark, app_name="gatewatch-quarantine")
+    rows = summary(spark, settings)
+    if not rows:
+        print("No open quarantined rows.")
+        return 0
+    print(
+        format_table(
+            ["reason", "fingerprint", "rows", "first seen", "last seen", "sample ids"],
+            [
+                [r["reason"], r["shape_fingerprint"] or "-", r["rows"], _ts(r["first_seen"]), _ts(r["last_seen"]),
+                 ", ".join(i for i in r["sample_ids"] if i)]
+                for r in rows
+            ],
+        )
+    )
+    print(f"\n{sum(r['rows'] for r in rows):,} open rows. Fix or add a parser, then: gatewatch replay --dry-run")
+    return 0
+
+
+def _ts(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from gatewatch.quarantine.replay import replay
+    from gatewatch.streams.demo import format_table
+    from gatewatch.streams.spark import build_spark
+
+    settings = _settings(args)
+    spark = build_spark(settings.spark, app_name="gatewatch-replay")
+    result = replay(spark, settings, dry_run=args.dry_run, fingerprint=args.fingerprint, reason=args.reason)
+    if not result.considered:
+        print("No open quarantined rows match.")
+        return 0
+    print(
+        format_table(
+            ["fingerprint", "rows", "resolved" if not result.dry_run else "would resolve", "still failing as", "parser"],
+            [
+                [r["fingerprint"] or "-", r["rows"], r["would_resolve"] or 0, ", ".join(r["still_failing_as"]) or "-",
+                 r["parser"] or "-"]
+                for r in result.by_fingerprint
+            ],
+        )
+    )
+    verb = "would move" if result.dry_run else "moved"
+    print(
+        f"\n{verb} {result.resolved:,} of {result.considered:,} rows into requests; {result.still_open:,} stay open."
+        + (" Nothing was written (dry run)." if result.dry_run else "")
+    )
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (default: the packaged conf/gatewatch.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
@@ -75,6 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--available-now", action="store_true", help="process what is there, then exit 0")
     _common(run)
     run.set_defaults(func=_cmd_run)
+
+    quarantine = sub.add_parser("quarantine", help="inspect the quarantine table")
+    qsub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="COMMAND")
+    qsummary = qsub.add_parser("summary", help="open rows by reason and shape fingerprint")
+    qsummary.add_argument("--output", metavar="LOCATION", help="a directory, or catalog.schema")
+    _common(qsummary)
+    qsummary.set_defaults(func=_cmd_quarantine_summary)
+
+    rp = sub.add_parser("replay", help="re-run open quarantined rows through the current parsers and contract")
+    rp.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
+    rp.add_argument("--fingerprint", metavar="F", help="only rows of this shape fingerprint")
+    rp.add_argument("--reason", metavar="R", help="only rows of this reason")
+    rp.add_argument("--output", metavar="LOCATION", help="a directory, or catalog.schema")
+    _common(rp)
+    rp.set_defaults(func=_cmd_replay)
+
+    demo = sub.add_parser("demo", help="run the job on local generated traffic and print a summary")
+    demo.add_argument("--dir", default="demo-output", help="working folder, emptied first (default: demo-output)")
+    demo.add_argument("--commits", type=int, default=5, help="commits written into each table (default: 5)")
+    demo.add_argument("--rows", type=int, default=400, help="rows per commit (default: 400)")
+    demo.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -20,6 +20,7 @@ from gatewatch.errors import (
 from gatewatch.schemas import QUARANTINE, REQUESTS
 from gatewatch.settings import Settings, SourceSettings
 from gatewatch.streams import outputs as out
+from gatewatch.streams.parsers import load_parser_modules
 from gatewatch.streams.batch import BatchContext, BatchHook, handle_batch
 from gatewatch.streams.source import SourceTable, check_source, read_change_feed
 
@@ -134,6 +135,7 @@ class Job:
         self.hooks = hooks
         self.on_metrics = on_metrics
         self.sources = [check_source(spark, s) for s in settings.sources]
+        load_parser_modules(settings)
         self.contract = load_contract(settings)
         self.tables = prepare_outputs(spark, settings)
         self.running: list[RunningSource] = []
