@@ -1,0 +1,208 @@
+"""``gatewatch demo``: the whole job on a laptop, with nothing but local Spark and Delta.
+
+Creates two local inference tables the way Databricks creates them (one in
+the AI Gateway schema, one in the legacy payload schema), starts the job on
+both with a one-second trigger, writes generated traffic of every outcome,
+malformed rows among it, in several commits while the queries run, shows
+each micro-batch as it lands, and ends with a summary read back from the
+output tables.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from gatewatch.settings import OutputSettings, Settings, SourceSettings, SparkSettings, TriggerSettings
+
+
+@dataclass(frozen=True)
+class DemoSource:
+    """One demo inference table: its endpoint and its schema."""
+
+    endpoint: str
+    kind: str  # gateway | legacy
+
+    def path(self, root: Path) -> Path:
+        """Where the table lives under the demo folder."""
+        return root / "inference" / f"{self.endpoint.replace('-', '_')}_payload"
+
+
+DEMO_SOURCES: tuple[DemoSource, ...] = (DemoSource("chat-prod", "gateway"), DemoSource("agent-prod", "legacy"))
+
+
+def demo_settings(root: Path, interval: str = "1 second") -> Settings:
+    """Settings of the demo job: both tables, outputs and checkpoints under ``root``."""
+    return Settings(
+        sources=tuple(
+            SourceSettings(table=str(s.path(root)), endpoint=s.endpoint, max_files_per_trigger=1) for s in DEMO_SOURCES
+        ),
+        output=OutputSettings(location=str(root / "output")),
+        checkpoint_root=str(root / "checkpoints"),
+        trigger=TriggerSettings(mode="processing_time", interval=interval),
+        spark=SparkSettings(master="local[2]", shuffle_partitions=2, driver_memory="2g"),
+    )
+
+
+@dataclass
+class Progress:
+    """Prints one line per micro-batch as the job reports it."""
+
+    out: TextIO = sys.stdout
+    batches: int = 0
+    rows: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, m: dict[str, Any]) -> None:
+        if not m.get("rows"):
+            return
+        with self.lock:
+            self.batches += 1
+            self.rows += m["rows"]
+            outcomes = " ".join(f"{k}={v}" for k, v in sorted(m["outcomes"].items()))
+            reasons = " ".join(f"{k}={v}" for k, v in sorted(m["quarantine_reasons"].items())) or "-"
+            print(
+                f"  batch {m['batch_id']:>3} {m['source']:<20} {m['rows']:>5} rows in {m['duration_s']:>5.1f}s"
+                f" | {outcomes} | quarantined: {reasons}",
+                file=self.out,
+                flush=True,
+            )
+
+
+def run_demo(
+    root: Path,
+    *,
+    commits: int = 5,
+    rows_per_commit: int = 400,
+    seed: int = 7,
+    out: TextIO = sys.stdout,
+    spark: SparkSession | None = None,
+) -> dict[str, Any]:
+    """Run the demo end to end; return the summary it printed."""
+    from gatewatch.streams import traffic
+    from gatewatch.streams.job import Job
+    from gatewatch.streams.spark import build_spark
+
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    settings = demo_settings(root)
+    say = _printer(out)
+    say(f"gatewatch demo: local Spark and Delta Lake under {root}/")
+    spark = spark or build_spark(settings.spark, app_name="gatewatch-demo")
+    for s in DEMO_SOURCES:
+        traffic.create_inference_table(spark, str(s.path(root)), kind=s.kind)
+        say(f"  created inference table {s.path(root)} ({s.kind} schema, change data feed on)")
+
+    progress = Progress(out=out)
+    job = Job(spark, settings, on_metrics=progress).start()
+    say("  streaming: one query per table, 1 second trigger")
+    inserted: set[str] = set()
+    started = time.monotonic()
+    try:
+        for i in range(commits):
+            for j, s in enumerate(DEMO_SOURCES):
+                generated = traffic.generate(rows_per_commit, seed=seed * 1000 + i * 10 + j, endpoints=(s.endpoint,))
+                rows = [g.row for g in generated]
+                if s.kind == "legacy":
+                    rows = traffic.to_legacy(rows)
+                traffic.write_rows(spark, str(s.path(root)), rows, kind=s.kind)
+                inserted |= {g.row["databricks_request_id"] for g in generated}
+            say(f"  commit {i + 1}/{commits}: {rows_per_commit} rows into each table")
+        for rs in job.running:
+            rs.query.processAllAvailable()
+    finally:
+        job.stop()
+    elapsed = time.monotonic() - started
+    summary = summarize(spark, settings, inserted)
+    summary["seconds"] = round(elapsed, 1)
+    _print_summary(summary, progress, say)
+    return summary
+
+
+def summarize(spark: SparkSession, settings: Settings, inserted: set[str]) -> dict[str, Any]:
+    """Counts read back from the output tables."""
+    from gatewatch.streams import outputs
+
+    requests = outputs.table(settings.output, settings.output.requests_table).read(spark)
+    quarantine = outputs.table(settings.output, settings.output.quarantine_table).read(spark)
+    by_outcome = {r["outcome"]: r["n"] for r in requests.groupBy("outcome").agg(F.count("*").alias("n")).collect()}
+    by_reason = {r["reason"]: r["n"] for r in quarantine.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+    tokens = [
+        r.asDict()
+        for r in requests.groupBy("endpoint")
+        .agg(
+            F.count("*").alias("requests"),
+            F.sum("input_tokens").alias("input_tokens"),
+            F.sum("output_tokens").alias("output_tokens"),
+            F.sum("total_tokens").alias("total_tokens"),
+            F.sum(F.col("blocked").cast("int")).alias("blocked"),
+        )
+        .orderBy("endpoint")
+        .collect()
+    ]
+    ids = [r[0] for r in requests.select("databricks_request_id").union(quarantine.select("databricks_request_id")).collect()]
+    return {
+        "inserted": len(inserted),
+        "requests": sum(by_outcome.values()),
+        "quarantined": sum(by_reason.values()),
+        "duplicates": len(ids) - len(set(ids)),
+        "missing": len(inserted - set(ids)),
+        "by_outcome": by_outcome,
+        "by_reason": by_reason,
+        "tokens_by_endpoint": tokens,
+        "output": settings.output.location,
+    }
+
+
+def _printer(out: TextIO) -> Callable[[str], None]:
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
+    return say
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain text table, numbers right-aligned."""
+    cells = [[("-" if v is None else f"{v:,}" if isinstance(v, int) else str(v)) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], int) or row[i] is None for row in rows) and bool(rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if numeric[i] else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def _print_summary(s: dict[str, Any], progress: Progress, say: Callable[[str], None]) -> None:
+    say()
+    say(f"Summary ({progress.batches} micro-batches, {s['seconds']}s)")
+    say(
+        f"  inserted {s['inserted']:,} rows -> {s['requests']:,} requests + {s['quarantined']:,} quarantined"
+        f" ({s['missing']} missing, {s['duplicates']} duplicated)"
+    )
+    say()
+    say(format_table(["outcome", "requests"], sorted(s["by_outcome"].items())))
+    say()
+    say(format_table(["quarantine reason", "rows"], sorted(s["by_reason"].items())))
+    say()
+    say(
+        format_table(
+            ["endpoint", "requests", "blocked", "input tokens", "output tokens", "total tokens"],
+            [
+                [t["endpoint"], t["requests"], t["blocked"], t["input_tokens"], t["output_tokens"], t["total_tokens"]]
+                for t in s["tokens_by_endpoint"]
+            ],
+        )
+    )
+    say()
+    say(f"Tables are in {s['output']}/ (requests, quarantine); read them with any Delta reader.")
