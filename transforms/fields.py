@@ -86,18 +86,27 @@ def model_name() -> Column:
     return F.col("_model")
 
 
+def _name(v: Column, path: str) -> Column:
+    """The string at ``path``, or null when absent or empty."""
+    return F.nullif(V.get(v, path), F.lit(""))
+
+
 def model() -> Column:
-    """The model that answered: response, chunks, events, then the trace's chat span."""
+    """The model that answered: response, chunks, events, then the trace's chat span.
+
+    Empty names are skipped: Azure's prompt-filter and annotation frames carry
+    ``"model": ""`` ahead of and between the chunks that name the model.
+    """
     resp, chunks = F.col("_resp"), V.or_empty(F.col("_chunks"))
     from_chunks = V.first_non_null(
-        F.transform(chunks, lambda c: V.first(V.get(c, "$.model"), V.get(c, "$.response.model")))
+        F.transform(chunks, lambda c: V.first(_name(c, "$.model"), _name(c, "$.response.model")))
     )
-    from_outputs = V.first_non_null(F.transform(F.col("_trace_outputs"), lambda o: V.get(o, "$.model")))
+    from_outputs = V.first_non_null(F.transform(F.col("_trace_outputs"), lambda o: _name(o, "$.model")))
     spans = V.or_empty(V.items(resp, "$.databricks_output.trace.data.spans"))
     from_span_attributes = V.first_non_null(
-        F.transform(spans, lambda s: V.get(V.nested(s, "$.attributes.model"), "$"))
+        F.transform(spans, lambda s: _name(V.nested(s, "$.attributes.model"), "$"))
     )
-    return F.nullif(V.first(V.get(resp, "$.model"), from_chunks, from_outputs, from_span_attributes), F.lit(""))
+    return V.first(_name(resp, "$.model"), from_chunks, from_outputs, from_span_attributes)
 
 
 def finish_reason(*, last: bool) -> Column:
