@@ -34,9 +34,16 @@ def _is_responses_event(c: Column) -> Column:
     return F.coalesce(V.get(c, "$.type").startswith("response."), F.lit(False))
 
 
+def _is_error_frame(c: Column) -> Column:
+    """A stream's error frame: a Responses ``error`` event, or a chat chunk ``{"error": {...}}``."""
+    return F.coalesce(V.get(c, "$.type") == "error", F.lit(False)) | F.try_variant_get(
+        c, "$.error", "map<string,variant>"
+    ).isNotNull()
+
+
 def _shape(resp: Column, chunks: Column, error: Column) -> Column:
     """``none``, ``chat``, ``responses``, ``chunks``, ``error_body`` or ``unknown``."""
-    all_known = F.forall(chunks, lambda c: _is_chat_frame(c) | _is_responses_event(c))
+    all_known = F.forall(chunks, lambda c: _is_chat_frame(c) | _is_responses_event(c) | _is_error_frame(c))
     return (
         F.when(resp.isNull(), F.lit("none"))
         .when(chunks.isNotNull() & (F.size(chunks) > 0) & all_known, F.lit("chunks"))

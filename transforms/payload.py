@@ -5,8 +5,9 @@ code handled a failure, so each piece is probed in every documented place:
 
 - the response itself, or its chunks/events when a stream was logged as a list;
 - the provider error: a bare ``{"error": {...}}`` body, a gateway body whose
-  ``message`` is the provider's JSON, a Responses ``response.failed`` event, or
-  an exception event in the Databricks trace whose message is a Python repr
+  ``message`` is the provider's JSON, a Responses ``response.failed`` or
+  ``error`` event, a chat chunk carrying ``error`` mid-stream, or an
+  exception event in the Databricks trace whose message is a Python repr
   wrapping JSON (parsed twice);
 - the chat-model span outputs of a Databricks trace (escaped JSON strings).
 """
@@ -63,12 +64,20 @@ def _exception_message(resp: Column) -> Column:
     return V.first_non_null(F.flatten(per_span))
 
 
-def _failed_event(chunks: Column) -> Column:
-    """The ``error`` of a Responses ``response.failed`` event in a logged stream."""
+def _stream_error(chunks: Column) -> Column:
+    """The error a logged stream ended with.
+
+    The ``response.error`` of a Responses ``response.failed`` event, a
+    Responses ``error`` event itself (it holds ``code``, ``message``,
+    ``param``), or the ``error`` of a chat chunk that carries one instead of
+    ``choices`` (an error raised mid-stream).
+    """
     return V.first_non_null(
         F.transform(
             V.or_empty(chunks),
-            lambda c: F.when(V.get(c, "$.type") == "response.failed", _object(c, "$.response.error")),
+            lambda c: F.when(V.get(c, "$.type") == "response.failed", _object(c, "$.response.error"))
+            .when(V.get(c, "$.type") == "error", _object(c, "$"))
+            .otherwise(_object(c, "$.error")),
         )
     )
 
@@ -78,7 +87,7 @@ def _provider_error() -> tuple[Column, Column]:
     gw, exc, resp = F.col("_gw_inner"), F.col("_exc_inner"), F.col("_resp")
     candidates = [
         ("gateway", V.first(_object(gw, "$.external_model_error.error"), _object(gw, "$.error"))),
-        ("responses_event", _failed_event(F.col("_chunks"))),
+        ("stream_event", _stream_error(F.col("_chunks"))),
         ("responses", F.when(V.get(resp, "$.status") == "failed", _object(resp, "$.error"))),
         ("provider", _object(resp, "$.error")),
         ("trace_exception", V.first(_object(exc, "$.external_model_error.error"), _object(exc, "$.error"))),

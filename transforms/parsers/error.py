@@ -2,8 +2,9 @@
 
 Shapes: 4xx/5xx with a null response (rate limits, timeouts, server errors),
 gateway error bodies (``error_code`` + ``message``, the message possibly the
-provider's JSON), bare provider error bodies, ``response.failed`` events, and
-exceptions caught by an agent.
+provider's JSON), bare provider error bodies, streams ending in a Responses
+``response.failed`` or ``error`` event or in a chat chunk carrying ``error``,
+and exceptions caught by an agent.
 """
 
 from __future__ import annotations
