@@ -136,8 +136,14 @@ def error_message() -> Column:
 
 
 def error_type() -> Column:
-    """A small vocabulary for what went wrong, from the status and the error code."""
+    """A small vocabulary for what went wrong, from the status and the error's code and type.
+
+    A stream that failed after its 200 carries no failing status: there the
+    provider's own ``server_error`` (the ``code`` of a Responses
+    ``response.failed`` error, the ``type`` of an OpenAI error object) says it.
+    """
     status, code = F.col("status_code"), F.lower(F.coalesce(F.col("_error")["code"], F.lit("")))
+    kind = F.lower(F.coalesce(F.col("_error")["type"], F.lit("")))
     http = F.coalesce(F.col("_error")["http_status"], status)
     return (
         F.when(F.col("blocked"), F.lit("content_filter"))
@@ -145,7 +151,7 @@ def error_type() -> Column:
         .when((http == 504) | code.contains("timeout"), F.lit("timeout"))
         .when((http == 401) | (http == 403) | code.contains("permission"), F.lit("permission_denied"))
         .when((http == 404) | (code == "resource_does_not_exist"), F.lit("not_found"))
-        .when(http >= 500, F.lit("server_error"))
+        .when((http >= 500) | (code == "server_error") | (kind == "server_error"), F.lit("server_error"))
         .when(http >= 400, F.lit("bad_request"))
         .when(F.col("_error").isNotNull(), F.lit("model_error"))
     )
