@@ -34,11 +34,20 @@ def _usage_object(v: Column, path: str) -> Column:
 
 
 def response_usage() -> Column:
-    """Usage of a single response: top level, trace metadata, then the chat span."""
+    """Usage of a single response: top level, trace metadata, then the one span that has it.
+
+    The trace metadata's ``mlflow.trace.tokenUsage`` is the request's total
+    over every model call. Without it, a span's usage is the request's only
+    when that span is the only one carrying usage: one call of an agent that
+    made several is not the request's usage, so the tokens stay null.
+    """
     resp = F.col("_resp")
     trace_usage = V.nested(resp, f"{_TRACE_META}['mlflow.trace.tokenUsage']")
-    span_usage = V.first_non_null(F.transform(F.col("_trace_outputs"), lambda o: _usage_object(o, "$.usage")))
-    return V.first(_usage_object(resp, "$.usage"), _usage_object(trace_usage, "$"), span_usage)
+    span_usages = F.filter(
+        F.transform(F.col("_trace_outputs"), lambda o: _usage_object(o, "$.usage")), lambda u: u.isNotNull()
+    )
+    only_span_usage = F.when(F.size(span_usages) == 1, F.try_element_at(span_usages, F.lit(1)))
+    return V.first(_usage_object(resp, "$.usage"), _usage_object(trace_usage, "$"), only_span_usage)
 
 
 def stream_usage() -> Column:
@@ -61,7 +70,8 @@ def with_common_fields() -> Callable[[DataFrame], DataFrame]:
 
     Reads: the helper columns of ``with_parsed_payloads`` and ``with_outcome``.
     Adds: ``_usage`` (struct input/output/total: the last chunk or event that
-    carries usage, else the response's own, trace metadata or chat span),
+    carries usage, else the response's own, the trace metadata's, or that of
+    the only span carrying usage),
     ``_model``, ``_trace_id``, ``_finish_first``, ``_finish_last``.
     """
 
