@@ -25,7 +25,10 @@ Transform = Callable[[DataFrame], DataFrame]
 
 _TRACE = "$.databricks_output.trace"
 _REPR_MESSAGE = r"'message': '(\{.*\})'\}\s*$"
-_REPR_FILTER = r"'content_filter_results?': (\{(?:[^{}]|\{[^{}]*\})*\})"
+# The filter result dict, three levels deep: {category: {field: ...}}, where
+# custom_blocklists holds {"details": [{"filtered", "id"}]} and protected
+# material {"citation": {...}}.
+_REPR_FILTER = r"'content_filter_results?': (\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\})"
 _REPR_CODE = r"'code': '([^']*)'"
 _HTTP_CODE = r"Error code: (\d{3})"
 
