@@ -94,6 +94,14 @@ def landed(spark) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+FLAG_FIELDS = ("stage", "category", "severity", "filtered", "detected")
+
+
+def flags_of(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The row's safety flags with every field present (JSON leaves nulls out)."""
+    return [{k: f.get(k) for k in FLAG_FIELDS} for f in row.get("safety_flags") or []]
+
+
 def filtered_categories(row: dict[str, Any]) -> list[str]:
     """The sorted categories of the row's safety flags that have ``filtered: true``."""
     return sorted({f["category"] for f in row.get("safety_flags") or [] if f.get("filtered")})
@@ -135,6 +143,7 @@ def test_parse(landed, name):
         assert expected.get("outcome") is None
         return
     assert row["table"] == "requests", row
-    actual = {key: filtered_categories(row) if key == "categories" else row.get(key) for key in expected}
+    derived = {"categories": filtered_categories, "safety_flags": flags_of}
+    actual = {key: derived[key](row) if key in derived else row.get(key) for key in expected}
     actual["quarantine_reason"] = None
     assert actual == expected
