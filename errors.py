@@ -24,6 +24,7 @@ class ConfigError(GatewatchError):
     def __init__(self, key: str, expected: str, got: object = None) -> None:
         self.key = key
         self.expected = expected
+        self.got = got
         detail = "" if got is None else f" (got {got!r})"
         super().__init__(f"config key '{key}': expected {expected}{detail}.")
 

@@ -112,7 +112,46 @@ def substitute_env(value: Any) -> Any:
     return value
 
 
+def read_rules(path: str | os.PathLike[str] | None = None) -> list[Any]:
+    """The ``rules:`` list of an alert rules file (default: the packaged ``conf/alerts.yaml``), unvalidated."""
+    file = Path(path) if path else packaged_conf("alerts.yaml")
+    data = read_yaml(file)
+    rules = data.get("rules")
+    if rules is None:
+        return []
+    if not isinstance(rules, list):
+        raise ConfigError("alerts.rules", f"a list under rules: in {file}", type(rules).__name__)
+    return rules
+
+
+def with_alert_rules(data: dict[str, Any], base: Path | None = None) -> tuple[dict[str, Any], Path | None]:
+    """``data`` with ``alerts.rules`` read from ``alerts.rules_file`` unless the config lists rules itself.
+
+    A relative ``rules_file`` is relative to the config file's folder
+    (``base``). Returns the data and the rules file read (``None`` if none was).
+    """
+    alerts = data.get("alerts")
+    if alerts is None:
+        alerts = {}
+    if not isinstance(alerts, dict):
+        raise ConfigError("alerts", "a mapping", type(alerts).__name__)
+    if alerts.get("enabled", True) is False or alerts.get("rules") is not None:
+        return data, None
+    file = alerts.get("rules_file")
+    path = None if not file else Path(str(file)).expanduser()
+    if path is not None and not path.is_absolute() and base is not None:
+        path = base / path
+    rules = read_rules(path)
+    return {**data, "alerts": {**alerts, "rules": rules}}, path or packaged_conf("alerts.yaml")
+
+
 def load_settings(path: str | None = None, overrides: Iterable[str] = ()) -> Settings:
-    """Load the config file (or the packaged default) and apply overrides."""
+    """Load the config file (or the packaged default), apply overrides, and read the alert rules file."""
     data = read_yaml(path) if path else read_yaml(packaged_conf("gatewatch.yaml"))
-    return to_settings(apply_overrides(data, overrides))
+    data, rules_file = with_alert_rules(apply_overrides(data, overrides), Path(path).parent if path else None)
+    try:
+        return to_settings(data)
+    except ConfigError as err:
+        if rules_file is None or not err.key.startswith("alerts.rules."):
+            raise
+        raise ConfigError(err.key, f"{err.expected} [rules file {rules_file}]", err.got) from None
