@@ -144,3 +144,101 @@ QUARANTINE_EXTRA = StructType(
 
 QUARANTINE = StructType(list(CANONICAL_INPUT.fields) + list(QUARANTINE_EXTRA.fields))
 """The raw canonical row untouched, plus why it was set aside."""
+
+TOKEN_EVENTS = StructType(
+    [
+        StructField("databricks_request_id", StringType()),
+        StructField("request_time", TimestampType()),
+        StructField("endpoint", StringType()),
+        StructField("served_entity_id", StringType()),
+        StructField("requester", StringType()),
+        StructField("model", StringType()),
+        StructField("outcome", StringType()),
+        StructField("input_tokens", LongType()),
+        StructField("output_tokens", LongType()),
+        StructField("total_tokens", LongType()),
+        StructField("source_table", StringType()),
+        StructField("source_commit_version", LongType()),
+    ]
+)
+"""One token-usage event per request whose token counts are known."""
+
+SAFETY_EVENTS = StructType(
+    [
+        StructField("databricks_request_id", StringType()),
+        StructField("request_time", TimestampType()),
+        StructField("endpoint", StringType()),
+        StructField("served_entity_id", StringType()),
+        StructField("requester", StringType()),
+        StructField("model", StringType()),
+        StructField("outcome", StringType()),
+        StructField("blocked", BooleanType()),
+        StructField("stage", StringType()),
+        StructField("category", StringType()),
+        StructField("severity", StringType()),
+        StructField("filtered", BooleanType()),
+        StructField("detected", BooleanType()),
+        StructField("source_table", StringType()),
+        StructField("source_commit_version", LongType()),
+    ]
+)
+"""One safety event per flagged filter category of a request (``filtered`` or ``detected``)."""
+
+ALERTS = StructType(
+    [
+        StructField("dedup_key", StringType()),
+        StructField("rule", StringType()),
+        StructField("group", MapType(StringType(), StringType())),
+        StructField("status", StringType()),
+        StructField("severity", StringType()),
+        StructField("summary", StringType()),
+        StructField("value", DoubleType()),
+        StructField("threshold", DoubleType()),
+        StructField("counts", MapType(StringType(), DoubleType())),
+        StructField("window_start", TimestampType()),
+        StructField("window_end", TimestampType()),
+        StructField("started_at", TimestampType()),
+        StructField("ended_at", TimestampType()),
+        StructField("updated_at", TimestampType()),
+        StructField("event_id", StringType()),
+        StructField("alert", StringType()),
+    ]
+)
+"""Alert state: one row per dedup key (rule and group), firing or resolved; ``alert`` is its JSON."""
+
+ALERT_OUTBOX = StructType(
+    [
+        StructField("event_id", StringType()),
+        StructField("sink", StringType()),
+        StructField("dedup_key", StringType()),
+        StructField("rule", StringType()),
+        StructField("status", StringType()),
+        StructField("alert", StringType()),
+        StructField("created_at", TimestampType()),
+        StructField("delivery_status", StringType()),
+        StructField("attempts", IntegerType()),
+        StructField("delivered_at", TimestampType()),
+        StructField("last_error", StringType()),
+    ]
+)
+"""One row per alert transition (fire or resolve) and sink: ``pending`` until ``delivered`` or ``failed``."""
+
+ALERT_DELIVERIES = StructType(
+    [
+        StructField("event_id", StringType()),
+        StructField("dedup_key", StringType()),
+        StructField("sink", StringType()),
+        StructField("status", StringType()),
+        StructField("kind", StringType()),
+        StructField("attempt", IntegerType()),
+        StructField("ok", BooleanType()),
+        StructField("permanent", BooleanType()),
+        StructField("requests", IntegerType()),
+        StructField("http_status", IntegerType()),
+        StructField("error", StringType()),
+        StructField("response_body", StringType()),
+        StructField("duration_ms", DoubleType()),
+        StructField("at", TimestampType()),
+    ]
+)
+"""Every delivery attempt: ``kind`` is ``outbox`` (a transition) or ``resend`` (Alertmanager keep-alive)."""

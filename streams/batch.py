@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from gatewatch.streams import outputs as out
+from gatewatch.transforms.events import is_flagged, safety_events, token_events
 from gatewatch.transforms.pipeline import (
     PROCESSED_CHANGE_TYPES,
     latest_per_request,
@@ -49,6 +50,8 @@ class BatchContext:
     contract: Any | None = None
     clock: Clock = utc_now
     hooks: tuple[BatchHook, ...] = field(default_factory=tuple)
+    token_events: out.Table | None = None
+    safety_events: out.Table | None = None
     on_metrics: Callable[[dict[str, Any]], None] | None = None
 
 
@@ -102,11 +105,12 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
     spark = batch.sparkSession
     parsed = process(batch, ctx.contract).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = {
-            (r["_change_type"], r["outcome"], r["quarantine_reason"]): r["n"]
-            for r in parsed.groupBy("_change_type", "outcome", "quarantine_reason").agg(F.count("*").alias("n"))
-            .collect()
-        }
+        grouped = parsed.groupBy("_change_type", "outcome", "quarantine_reason").agg(
+            F.count("*").alias("n"), *_event_counts()
+        ).collect()
+        counts = {(r["_change_type"], r["outcome"], r["quarantine_reason"]): r["n"] for r in grouped}
+        events = {k: sum(r[k] or 0 for r in grouped if r["outcome"] is not None) for k in ("token_events",
+                                                                                           "safety_events")}
         skipped = {
             r["_change_type"]: r["n"]
             for r in batch.where(~F.col("_change_type").isin(*PROCESSED_CHANGE_TYPES))
@@ -114,18 +118,22 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
         }
         requests = parsed.transform(requests_view())
         if any(k[0] == "update_postimage" and k[1] is not None for k in counts):
+            latest = requests.transform(latest_per_request("source_commit_version"))
             with out.idempotent_dml(spark, ctx.app_id, batch_id):
                 (
                     ctx.requests.delta(spark).alias("t")
-                    .merge(requests.transform(latest_per_request("source_commit_version")).alias("s"), "t.databricks_request_id = s.databricks_request_id")
+                    .merge(latest.alias("s"), "t.databricks_request_id = s.databricks_request_id")
                     .whenMatchedUpdateAll()
                     .whenNotMatchedInsertAll()
                     .execute()
                 )
+                _merge_events(ctx, spark, latest)
         else:
             out.append(requests, ctx.requests, ctx.app_id, batch_id)
+            _append_events(ctx, requests, batch_id)
         out.append(parsed.transform(quarantine_view(now)), ctx.quarantine, ctx.app_id, batch_id)
         metrics = _metrics(ctx, batch_id, counts, skipped, time.monotonic() - started)
+        metrics.update(events)
         for hook in ctx.hooks:
             hook(ctx, parsed, batch_id, metrics)
     finally:
@@ -158,3 +166,49 @@ def _metrics(ctx: BatchContext, batch_id: int, counts: dict, skipped: dict, seco
         "skipped_change_types": skipped,
         "duration_s": round(seconds, 3),
     }
+
+
+def _event_counts() -> list:
+    """Per-group aggregates: requests with known tokens, and flagged safety categories."""
+    known = F.col("input_tokens").isNotNull() | F.col("output_tokens").isNotNull() | F.col("total_tokens").isNotNull()
+    return [
+        F.count(F.when(known, F.lit(1))).alias("token_events"),
+        F.sum(F.coalesce(F.size(F.filter("safety_flags", is_flagged)), F.lit(0))).alias("safety_events"),
+    ]
+
+
+def _append_events(ctx: BatchContext, requests: DataFrame, batch_id: int) -> None:
+    """Append the batch's token-usage and safety events, once per (app id, batch id)."""
+    if ctx.token_events is not None:
+        out.append(requests.transform(token_events), ctx.token_events, ctx.app_id, batch_id)
+    if ctx.safety_events is not None:
+        out.append(requests.transform(safety_events), ctx.safety_events, ctx.app_id, batch_id)
+
+
+def _merge_events(ctx: BatchContext, spark, latest: DataFrame) -> None:
+    """Upsert the events of a batch holding updated requests (inside the batch's idempotent-DML guard).
+
+    Token events are keyed by request id, safety events by request id, stage
+    and category, so an updated request replaces its events instead of
+    adding a second set.
+    """
+    if ctx.token_events is not None:
+        (
+            ctx.token_events.delta(spark).alias("t")
+            .merge(latest.transform(token_events).alias("s"), "t.databricks_request_id = s.databricks_request_id")
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+    if ctx.safety_events is not None:
+        keys = ("databricks_request_id", "stage", "category")
+        (
+            ctx.safety_events.delta(spark).alias("t")
+            .merge(
+                latest.transform(safety_events).dropDuplicates(list(keys)).alias("s"),
+                " AND ".join(f"t.{k} <=> s.{k}" for k in keys),
+            )
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )

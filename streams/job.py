@@ -17,7 +17,7 @@ from gatewatch.errors import (
     SourceReplacedError,
     StreamFailedError,
 )
-from gatewatch.schemas import QUARANTINE, REQUESTS
+from gatewatch.schemas import QUARANTINE, REQUESTS, SAFETY_EVENTS, TOKEN_EVENTS
 from gatewatch.settings import Settings, SourceSettings
 from gatewatch.streams import outputs as out
 from gatewatch.streams.parsers import load_parser_modules
@@ -55,13 +55,18 @@ def load_contract(settings: Settings) -> Any | None:
 
 
 def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, out.Table]:
-    """Create the requests and quarantine tables if needed; return them by role."""
+    """Create the requests, quarantine and event tables if needed; return them by role."""
+    o = settings.output
     tables = {
-        "requests": out.table(settings.output, settings.output.requests_table),
-        "quarantine": out.table(settings.output, settings.output.quarantine_table),
+        "requests": out.table(o, o.requests_table),
+        "quarantine": out.table(o, o.quarantine_table),
+        "token_events": out.table(o, o.token_events_table),
+        "safety_events": out.table(o, o.safety_events_table),
     }
-    out.ensure_table(spark, tables["requests"], REQUESTS)
-    out.ensure_table(spark, tables["quarantine"], QUARANTINE)
+    schemas = {"requests": REQUESTS, "quarantine": QUARANTINE, "token_events": TOKEN_EVENTS,
+               "safety_events": SAFETY_EVENTS}
+    for role, schema in schemas.items():
+        out.ensure_table(spark, tables[role], schema)
     return tables
 
 
@@ -96,6 +101,8 @@ def start_query(
         quarantine=tables["quarantine"],
         contract=contract,
         hooks=hooks,
+        token_events=tables.get("token_events"),
+        safety_events=tables.get("safety_events"),
         on_metrics=on_metrics,
     )
     writer = (
