@@ -70,6 +70,11 @@ def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, out.Ta
     return tables
 
 
+def alerting_enabled(settings: Settings) -> bool:
+    """Alerting runs when it is enabled and there is at least one rule."""
+    return settings.alerts.enabled and bool(settings.alerts.rules)
+
+
 def explain(err: BaseException, source: str, checkpoint: str) -> GatewatchError:
     """Turn a streaming failure into the named error a user can act on."""
     text = str(err)
@@ -128,7 +133,13 @@ def _run_batch(ctx: BatchContext, batch, batch_id: int) -> None:
 
 
 class Job:
-    """All the queries of one gatewatch run."""
+    """All the queries of one gatewatch run.
+
+    With alerting enabled and rules configured, the job also builds an
+    ``Alerting`` (rules checked, alert tables created, state loaded) whose
+    hook runs after each batch's writes, and starts its delivery with the
+    queries.
+    """
 
     def __init__(
         self,
@@ -145,11 +156,21 @@ class Job:
         load_parser_modules(settings)
         self.contract = load_contract(settings)
         self.tables = prepare_outputs(spark, settings)
+        self.alerting = None
+        if alerting_enabled(settings):
+            from gatewatch.streams.alerting import Alerting, alert_tables, ensure_alert_tables
+
+            self.tables.update(alert_tables(settings))
+            ensure_alert_tables(spark, settings, self.tables)
+            self.alerting = Alerting(spark, settings, self.tables)
+            self.hooks = (*self.hooks, self.alerting.hook)
         self.running: list[RunningSource] = []
         self.failures: dict[str, GatewatchError] = {}
 
     def start(self) -> Job:
-        """Start one query per source."""
+        """Start one query per source (and the alert delivery, which first sends what is pending)."""
+        if self.alerting is not None:
+            self.alerting.start()
         self.running = [
             start_query(self.spark, self.settings, t, self.tables, self.contract, self.hooks, self.on_metrics)
             for t in self.sources
@@ -169,6 +190,15 @@ class Job:
         none is left running, the first failure is raised (exit code 1).
         """
         pending = list(self.running)
+        try:
+            self._wait(pending, poll_s)
+        finally:
+            if self.alerting is not None and not any(rs.query.isActive for rs in self.running):
+                self.alerting.close()
+        if self.failures:
+            raise next(iter(self.failures.values()))
+
+    def _wait(self, pending: list[RunningSource], poll_s: float) -> None:
         while pending:
             for rs in list(pending):
                 try:
@@ -185,11 +215,11 @@ class Job:
                     continue
                 if finished:
                     pending.remove(rs)
-        if self.failures:
-            raise next(iter(self.failures.values()))
 
     def stop(self) -> None:
         """Stop every query (the current micro-batch completes first)."""
         for rs in self.running:
             if rs.query.isActive:
                 rs.query.stop()
+        if self.alerting is not None:
+            self.alerting.close()

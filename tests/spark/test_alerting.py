@@ -1,0 +1,229 @@
+"""Events and alerting inside the job: the events tables, the outbox when a sink is down, and restarts.
+
+Each test runs the real job (change feed, foreachBatch, Delta outputs) on a
+local inference table and waits with ``processAllAvailable``. The sink is a
+loopback webhook receiver whose answer the test switches.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import functions as F
+
+from gatewatch.errors import ConfigError
+from gatewatch.settings import Settings
+from gatewatch.streams import traffic
+from gatewatch.streams.batch import BatchContext, handle_batch
+from gatewatch.streams.config import read_rules
+from gatewatch.streams.job import Job
+from gatewatch.streams.source import to_canonical
+
+T0 = traffic.DEFAULT_START
+SPIKE_RULE = next(r for r in read_rules() if r["name"] == "content_filter_spike")
+
+
+@dataclass
+class Hook:
+    """A loopback webhook receiver: records each POST with the status it answered."""
+
+    status: int = 200
+    posts: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    def answered(self, status: int) -> list[dict[str, Any]]:
+        """The alerts of the POSTs answered with ``status``."""
+        with self.lock:
+            return [body["alert"] for code, body in self.posts if code == status]
+
+
+@pytest.fixture()
+def hook() -> Iterator[Hook]:
+    """A started receiver on 127.0.0.1; stopped after the test."""
+    state = Hook()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            with state.lock:
+                status = state.status
+                state.posts.append((status, body))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence access logs
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens (connections are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/alerts"
+
+
+def settings_for(tmp: Path, url: str, rules: list[dict] | None = None) -> Settings:
+    """One chat-prod source, the packaged content-filter rule, one webhook sink retrying once, quickly."""
+    return Settings.model_validate({
+        "sources": [{"table": str(tmp / "chat"), "endpoint": "chat-prod"}],
+        "output": {"location": str(tmp / "out")},
+        "checkpoint_root": str(tmp / "ckpt"),
+        "trigger": {"mode": "processing_time", "interval": "1 second"},
+        "alerts": {"rules": [SPIKE_RULE] if rules is None else rules, "deliver_interval_s": 0},
+        "sinks": [{"name": "hook", "type": "webhook", "url": url,
+                   "retry": {"max_attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.02}}],
+    })
+
+
+def commit(spark, tmp: Path, rows, job: Job | None = None) -> None:
+    """Write ``rows`` to the source in one commit and, with a job, wait until it processed them."""
+    traffic.write_rows(spark, str(tmp / "chat"), rows)
+    if job is not None:
+        for rs in job.running:
+            rs.query.processAllAvailable()
+
+
+def table(spark, tmp: Path, name: str):
+    """An output table as a DataFrame."""
+    return spark.read.format("delta").load(str(tmp / "out" / name))
+
+
+def calm(seed: int, minutes: float) -> list:
+    """Ordinary chat-prod traffic starting ``minutes`` after T0."""
+    return traffic.generate(120, seed=seed, endpoints=("chat-prod",), start=T0 + timedelta(minutes=minutes),
+                            malformed_rate=0.0)
+
+
+def spike(seed: int, minutes: float, n: int = 60) -> list:
+    """A content-filter spike on chat-prod starting ``minutes`` after T0 (80% blocked)."""
+    return traffic.spike(n, endpoint="chat-prod", seed=seed, start=T0 + timedelta(minutes=minutes))
+
+
+class TestEvents:
+    def test_token_and_safety_events_of_known_rows(self, spark, tmp_path):
+        """Each request with tokens gives one token event with its counts; each filtered category one safety event; a replayed batch adds none."""
+        traffic.create_inference_table(spark, str(tmp_path / "chat"))
+        rows = calm(1, 0) + spike(2, 1, n=40)
+        commit(spark, tmp_path, rows)
+        job = Job(spark, settings_for(tmp_path, "http://127.0.0.1:9/", rules=[]))
+        source = job.sources[0]
+        batch = (
+            spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0)
+            .load(str(tmp_path / "chat")).transform(lambda df: to_canonical(df, source.kind, source.settings))
+        )
+        ctx = BatchContext(source="chat", app_id="events-test", requests=job.tables["requests"],
+                           quarantine=job.tables["quarantine"], contract=job.contract,
+                           token_events=job.tables["token_events"], safety_events=job.tables["safety_events"])
+        metrics = handle_batch(ctx, batch, 0)
+        handle_batch(ctx, batch, 0)
+
+        truth = {g.row["databricks_request_id"]: g.truth for g in rows}
+        tokens = {r["databricks_request_id"]: r for r in table(spark, tmp_path, "token_usage_events").collect()}
+        expected = {i: t for i, t in truth.items() if t.outcome is not None and t.total_tokens is not None}
+        assert set(tokens) == set(expected) and metrics["token_events"] == len(expected)
+        for rid, t in expected.items():
+            event = tokens[rid]
+            assert (event["input_tokens"], event["output_tokens"], event["total_tokens"]) == (
+                t.input_tokens, t.output_tokens, t.total_tokens)
+            assert (event["endpoint"], event["model"]) == ("chat-prod", t.model)
+            assert event["source_table"] == str(tmp_path / "chat")
+
+        safety = table(spark, tmp_path, "safety_events")
+        assert safety.count() == metrics["safety_events"] > 0
+        filtered = {(r["databricks_request_id"], r["category"]) for r in safety.where("filtered").collect()}
+        assert filtered == {(i, c) for i, t in truth.items() if t.outcome is not None for c in t.categories}
+        assert safety.where("NOT filtered AND NOT coalesce(detected, false)").count() == 0
+        assert {r[0] for r in safety.select("endpoint").distinct().collect()} == {"chat-prod"}
+
+
+class TestOutbox:
+    def test_a_down_sink_keeps_the_alert_pending_until_it_is_back(self, spark, tmp_path, hook):
+        """While the webhook answers 503 the firing alert stays pending; once it is back it arrives exactly once."""
+        traffic.create_inference_table(spark, str(tmp_path / "chat"))
+        hook.status = 503
+        job = Job(spark, settings_for(tmp_path, hook.url)).start()
+        try:
+            commit(spark, tmp_path, calm(1, 0), job)
+            assert hook.posts == []
+            commit(spark, tmp_path, spike(2, 10), job)
+            outbox = table(spark, tmp_path, "alert_outbox").collect()
+            assert [(r["status"], r["delivery_status"], r["attempts"]) for r in outbox] == [("firing", "pending", 1)]
+            assert len(hook.answered(503)) == 2  # one delivery, retried once
+            hook.status = 200
+            commit(spark, tmp_path, spike(3, 10.5), job)
+            commit(spark, tmp_path, spike(4, 11), job)
+        finally:
+            job.stop()
+        [alert] = hook.answered(200)
+        assert (alert["rule"], alert["group"], alert["status"]) == ("content_filter_spike", {"endpoint": "chat-prod"},
+                                                                    "firing")
+        outbox = table(spark, tmp_path, "alert_outbox").collect()
+        assert [(r["delivery_status"], r["attempts"]) for r in outbox] == [("delivered", 2)]
+        attempts = table(spark, tmp_path, "alert_deliveries").orderBy("at").collect()
+        assert [(r["attempt"], r["ok"], r["http_status"], r["requests"]) for r in attempts] == [
+            (1, False, 503, 2), (2, True, 200, 1)]
+        [state] = table(spark, tmp_path, "alerts").collect()
+        assert (state["status"], state["group"]) == ("firing", {"endpoint": "chat-prod"})
+
+
+class TestRestart:
+    def test_a_restart_neither_refires_nor_loses_the_alert(self, spark, tmp_path, hook):
+        """Fired while the sink was unreachable, the alert goes out when the restarted job starts, once; it resolves once."""
+        traffic.create_inference_table(spark, str(tmp_path / "chat"))
+        first = Job(spark, settings_for(tmp_path, closed_port_url())).start()
+        try:
+            commit(spark, tmp_path, calm(1, 0) + spike(2, 10), first)
+        finally:
+            first.stop()
+        assert [r["delivery_status"] for r in table(spark, tmp_path, "alert_outbox").collect()] == ["pending"]
+        [fired] = table(spark, tmp_path, "alerts").collect()
+
+        again = Job(spark, settings_for(tmp_path, hook.url)).start()  # same checkpoint and outputs
+        try:
+            assert [a["status"] for a in hook.answered(200)] == ["firing"]  # sent on start
+            commit(spark, tmp_path, spike(3, 11), again)  # still spiking: no second fire
+            assert [a["status"] for a in hook.answered(200)] == ["firing"]
+            [state] = table(spark, tmp_path, "alerts").collect()
+            assert (state["status"], state["started_at"]) == ("firing", fired["started_at"])
+            commit(spark, tmp_path, calm(4, 25), again)  # event time moves past the window
+        finally:
+            again.stop()
+        assert [a["status"] for a in hook.answered(200)] == ["firing", "resolved"]
+        outbox = table(spark, tmp_path, "alert_outbox").orderBy("created_at").collect()
+        assert [(r["status"], r["delivery_status"]) for r in outbox] == [("firing", "delivered"),
+                                                                         ("resolved", "delivered")]
+        assert table(spark, tmp_path, "alerts").where(F.col("status") == "resolved").count() == 1
+
+
+class TestRulesAtStart:
+    def test_a_rule_filter_over_an_unknown_column_is_refused(self, spark, tmp_path):
+        """A ``where`` naming a column the stream lacks is refused at start, naming the rule's key."""
+        traffic.create_inference_table(spark, str(tmp_path / "chat"))
+        bad = {**SPIKE_RULE, "where": "prompt_text LIKE '%x%'"}
+        with pytest.raises(ConfigError) as info:
+            Job(spark, settings_for(tmp_path, "http://127.0.0.1:9/", rules=[SPIKE_RULE, bad | {"name": "b"}]))
+        assert info.value.key == "alerts.rules.1.where"
+        assert "prompt_text" in str(info.value)

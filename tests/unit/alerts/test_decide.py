@@ -1,0 +1,90 @@
+"""The pure alert decision: which windows count, and fire once / resolve once per group."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from gatewatch.settings import AlertRule
+from gatewatch.streams.sinks.model import make_dedup_key
+from gatewatch.transforms.alerts import Measure, decide, event_id, from_micros, micros, span
+
+T = datetime(2026, 3, 2, 9, 7, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+RULE = AlertRule.model_validate({
+    "name": "blocks", "stream": "requests", "group_by": ["endpoint"], "window": "5 minutes", "slide": "1 minute",
+    "watermark": "2 minutes", "severity": "critical",
+    "condition": {"type": "ratio", "numerator": "blocked", "threshold": 0.5, "min_rows": 20},
+})
+
+
+def measure(endpoint: str, rows: int, matched: int, *, end: datetime, current: bool = True) -> Measure:
+    """One window's numbers for ``endpoint``, judged as the rule would."""
+    value = matched / rows
+    return Measure(group={"endpoint": endpoint}, window_start=end - timedelta(minutes=5), window_end=end,
+                   rows=rows, matched=matched, total=None, value=value, meets=rows >= 20 and value >= 0.5,
+                   current=current)
+
+
+class TestSpan:
+    def test_the_current_window_covers_the_last_window_length(self):
+        """At 09:07:30 with 5 min windows sliding by 1 min, the current window is 09:03-09:08."""
+        s = span(RULE, T)
+        assert from_micros(s.current_start) == T.replace(minute=3, second=0)
+        assert from_micros(s.current_end) == T.replace(minute=8, second=0)
+
+    def test_late_rows_are_read_back_to_window_plus_watermark(self):
+        """Rows from 7 minutes before the event time are read; windows ending 2 minutes back still count."""
+        s = span(RULE, T)
+        assert from_micros(s.read_from) == T - timedelta(minutes=7)
+        assert from_micros(s.first_end) == T - timedelta(minutes=2)
+
+    def test_micros_round_trip(self):
+        """Microseconds since the epoch convert both ways."""
+        assert from_micros(micros(T)) == T
+
+
+class TestDecide:
+    def test_a_group_meeting_the_condition_fires_once(self):
+        """A group whose window meets the rule fires; the next evaluation, already firing, does not."""
+        end = T.replace(minute=8, second=0)
+        [alert] = decide(RULE, [measure("chat", 40, 30, end=end)], {}, now=NOW, max_time=T)
+        assert (alert.status, alert.group, alert.severity) == ("firing", {"endpoint": "chat"}, "critical")
+        assert alert.dedup_key == make_dedup_key("blocks", {"endpoint": "chat"})
+        assert alert.counts == {"rows": 40.0, "matched": 30.0} and alert.started_at == NOW
+        assert "75% of 40 rows" in alert.summary
+        again = decide(RULE, [measure("chat", 45, 33, end=end)], {alert.dedup_key: alert}, now=NOW, max_time=T)
+        assert again == []
+
+    def test_too_few_rows_do_not_fire(self):
+        """Below min_rows a high ratio is not an alert; a calm group never fires."""
+        end = T.replace(minute=8, second=0)
+        assert decide(RULE, [measure("chat", 10, 10, end=end), measure("calm", 100, 5, end=end)], {},
+                      now=NOW, max_time=T) == []
+
+    def test_a_window_still_within_the_watermark_keeps_it_firing(self):
+        """A meeting window that ended within the watermark counts even if the current one is calm."""
+        end = T.replace(minute=8, second=0)
+        old = measure("chat", 40, 30, end=end - timedelta(minutes=1), current=False)
+        calm = measure("chat", 40, 2, end=end)
+        [alert] = decide(RULE, [old, calm], {}, now=NOW, max_time=T)
+        assert alert.window_end == old.window_end
+
+    def test_a_firing_group_resolves_when_its_windows_clear(self):
+        """A firing group whose windows no longer meet the rule resolves with the current window's numbers."""
+        end = T.replace(minute=8, second=0)
+        [fired] = decide(RULE, [measure("chat", 40, 30, end=end)], {}, now=NOW, max_time=T)
+        later = NOW + timedelta(minutes=3)
+        [resolved] = decide(RULE, [measure("chat", 50, 5, end=end)], {fired.dedup_key: fired}, now=later,
+                            max_time=T)
+        assert (resolved.status, resolved.dedup_key, resolved.ended_at) == ("resolved", fired.dedup_key, later)
+        assert resolved.started_at == fired.started_at and resolved.value == 0.1
+        assert event_id(resolved) != event_id(fired)
+
+    def test_a_firing_group_without_rows_resolves(self):
+        """When event time moved on and the group has no rows in its windows, it resolves with zero rows."""
+        end = T.replace(minute=8, second=0)
+        [fired] = decide(RULE, [measure("chat", 40, 30, end=end)], {}, now=NOW, max_time=T)
+        moved = T + timedelta(minutes=20)
+        [resolved] = decide(RULE, [], {fired.dedup_key: fired}, now=NOW, max_time=moved)
+        assert resolved.status == "resolved" and resolved.counts["rows"] == 0
+        assert resolved.window_end == from_micros(span(RULE, moved).current_end)
