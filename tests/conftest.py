@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SEED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "seed"
+SEED = FIXTURES / "seed"
 
 
 @pytest.fixture(scope="session")

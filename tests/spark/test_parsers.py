@@ -20,7 +20,7 @@ from gatewatch.schemas import CANONICAL_INPUT, OUTCOMES, REQUEST_COLUMNS
 from gatewatch.transforms.pipeline import parse_inference_rows, quarantine_view, requests_view
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
-SEED = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "seed"
+SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed"  # the two real payloads, kept with the tests
 FIXTURES: dict[str, dict[str, Any]] = {p.stem: json.loads(p.read_text()) for p in sorted(PAYLOADS.glob("*.json"))}
 
 REQUEST_TIME = datetime(2025, 12, 2, 16, 52, 20)
