@@ -1,0 +1,251 @@
+"""Throughput and latency of the gatewatch pipeline on a local change-feed table.
+
+Modes:
+
+- ``throughput`` (default): writes N generated rows (default 1,000,000) into
+  a change-feed table in equal commits, then runs ``gatewatch run
+  --available-now`` as a fresh process and reports rows/s end to end (JVM
+  start included) and in steady state (micro-batches after the first, from
+  the job's own batch log). For comparison it runs the same change feed,
+  read with delta-rs, through a plain Python ``json.loads`` loop that
+  extracts outcome and tokens.
+- ``alert-latency``: runs the job with a 1 second trigger and the packaged
+  alert rules, commits blocked requests on one endpoint in rounds, and
+  reports p50/p95 from the commit that tips ``content_filter_spike`` to the
+  alert reaching a loopback webhook receiver (``bench/alert_latency.py``).
+- ``latency``: runs the job with a 1 second trigger, commits small batches
+  of rows every ``--every`` seconds, and reports p50/p95 of the time from a
+  commit landing in the source (its Delta commit timestamp) to its rows
+  being committed in the requests table.
+
+    python bench/throughput.py --rows 1000000
+    python bench/throughput.py --mode latency --commits 30
+    python bench/throughput.py --mode alert-latency --commits 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def _spark():
+    from gatewatch.settings import SparkSettings
+    from gatewatch.streams.spark import build_spark
+
+    return build_spark(SparkSettings(master="local[2]", shuffle_partitions=2, driver_memory="4g"), app_name="bench")
+
+
+def write_source(spark, table: Path, rows: int, commits: int, seed: int) -> float:
+    """Write ``rows`` generated rows in ``commits`` commits; return the seconds spent."""
+    from gatewatch.streams import traffic
+
+    started = time.monotonic()
+    traffic.create_inference_table(spark, str(table))
+    per = rows // commits
+    for i in range(commits):
+        n = per if i < commits - 1 else rows - per * (commits - 1)
+        traffic.write_rows(spark, str(table), [g.row for g in traffic.generate(n, seed=seed + i)])
+        print(f"  wrote commit {i + 1}/{commits} ({n:,} rows)", flush=True)
+    return time.monotonic() - started
+
+
+def run_pipeline(table: Path, work: Path, files_per_trigger: int, contract: bool) -> dict:
+    """``gatewatch run --available-now`` in a fresh process; wall time and batch log."""
+    cmd = [
+        sys.executable, "-m", "gatewatch.streams.cli", "run", "--available-now",
+        "--source", str(table), "--output", str(work / "out"), "--checkpoint", str(work / "ckpt"),
+        "--set", f"sources.0.max_files_per_trigger={files_per_trigger}",
+        "--set", "spark.shuffle_partitions=2", "--set", "spark.driver_memory=4g",
+        "--set", f"contract.enabled={'true' if contract else 'false'}",
+        "--log-format", "json",
+    ]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit(f"gatewatch run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    batches = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == "batch" and event.get("rows"):
+                batches.append(event)
+    return {"wall_s": wall, "batches": batches}
+
+
+def json_loop(table: Path) -> dict:
+    """The same change feed through plain Python: delta-rs read, json.loads, a few fields."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    started = time.monotonic()
+    feed = pa.table(DeltaTable(str(table)).load_cdf(starting_version=0).read_all())
+    outcomes: dict[str, int] = {}
+    tokens = 0
+    for change, req_text, resp_text, status in zip(
+        feed.column("_change_type").to_pylist(),
+        feed.column("request").to_pylist(),
+        feed.column("response").to_pylist(),
+        feed.column("status_code").to_pylist(),
+    ):
+        if change not in ("insert", "update_postimage"):
+            continue
+        try:
+            req = json.loads(req_text) if req_text else None
+            resp = json.loads(resp_text) if resp_text else None
+        except ValueError:
+            outcomes["json_parse_error"] = outcomes.get("json_parse_error", 0) + 1
+            continue
+        stream = isinstance(req, dict) and bool(req.get("stream"))
+        usage = None
+        if isinstance(resp, list):
+            stream = True
+            for chunk in resp:
+                if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+        elif isinstance(resp, dict):
+            usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else None
+        if usage:
+            tokens += int(usage.get("total_tokens") or 0)
+        kind = "error" if (status or 0) >= 400 else ("stream" if stream else "predict")
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+    return {"seconds": time.monotonic() - started, "rows": sum(outcomes.values()), "tokens": tokens}
+
+
+def throughput(args: argparse.Namespace) -> None:
+    work = Path(args.dir or tempfile.mkdtemp(prefix="gatewatch-bench-"))
+    table = work / "source"
+    if not table.exists():
+        spark = _spark()
+        print(f"Generating {args.rows:,} rows into {table} ...", flush=True)
+        seconds = write_source(spark, table, args.rows, args.commits, args.seed)
+        print(f"  source written in {seconds:.1f}s", flush=True)
+        spark.stop()
+    files = _files_per_commit(table)
+    print(f"\nPlain Python json.loads loop over the change feed (delta-rs) ...", flush=True)
+    loop = json_loop(table)
+    print(f"\ngatewatch run --available-now (fresh process, contract {'on' if args.contract else 'off'}) ...", flush=True)
+    for sub in ("out", "ckpt"):
+        _rmtree(work / sub)
+    run = run_pipeline(table, work, files, args.contract)
+    batches = run["batches"]
+    rows = sum(b["rows"] for b in batches)
+    steady = batches[1:]
+    steady_rows = sum(b["rows"] for b in steady)
+    steady_s = sum(b["duration_s"] for b in steady)
+    print("\nResults")
+    print(f"  rows processed          {rows:,} in {len(batches)} micro-batches")
+    print(f"  end to end (JVM incl.)  {run['wall_s']:.1f}s  -> {rows / run['wall_s']:,.0f} rows/s")
+    if steady_s:
+        print(f"  steady state            {steady_s:.1f}s over {len(steady)} batches -> {steady_rows / steady_s:,.0f} rows/s")
+    print(f"  first batch             {batches[0]['duration_s']:.1f}s ({batches[0]['rows']:,} rows)")
+    print(f"  json.loads loop         {loop['seconds']:.1f}s  -> {loop['rows'] / loop['seconds']:,.0f} rows/s")
+    print(f"  ratio end to end        {(rows / run['wall_s']) / (loop['rows'] / loop['seconds']):.2f}x the loop")
+
+
+def latency(args: argparse.Namespace) -> None:
+    from gatewatch.settings import OutputSettings, Settings, SourceSettings, TriggerSettings
+    from gatewatch.streams import traffic
+    from gatewatch.streams.job import Job
+
+    work = Path(args.dir or tempfile.mkdtemp(prefix="gatewatch-latency-"))
+    spark = _spark()
+    table = work / "source"
+    traffic.create_inference_table(spark, str(table))
+    settings = Settings(
+        sources=(SourceSettings(table=str(table), endpoint="chat-prod", starting_version="latest"),),
+        output=OutputSettings(location=str(work / "out")),
+        checkpoint_root=str(work / "ckpt"),
+        trigger=TriggerSettings(mode="processing_time", interval="1 second"),
+    )
+    landed: dict[int, float] = {}
+    lock = threading.Lock()
+
+    def record(ctx, parsed, batch_id, metrics) -> None:  # runs after the batch's writes committed
+        now = time.time()
+        with lock:
+            for r in parsed.select("_commit_version").distinct().collect():
+                landed.setdefault(r[0], now)
+
+    job = Job(spark, settings, hooks=(record,)).start()
+    query = job.running[0].query
+    history = _history(spark, table)
+    committed: dict[int, float] = {}
+    try:
+        for i in range(args.commits):
+            traffic.write_rows(spark, str(table), [g.row for g in traffic.generate(args.batch_rows, seed=args.seed + i)])
+            version, ts = history()
+            committed[version] = ts
+            time.sleep(args.every)
+        query.processAllAvailable()
+    finally:
+        job.stop()
+    lat = sorted(landed[v] - committed[v] for v in committed if v in landed)
+    if not lat:
+        sys.exit("no commit reached the requests table")
+    p50 = statistics.median(lat)
+    p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
+    print(f"\nCommit -> requests table, 1 second trigger, {len(lat)} commits of {args.batch_rows} rows")
+    print(f"  p50 {p50:.2f}s   p95 {p95:.2f}s   max {lat[-1]:.2f}s")
+
+
+def _history(spark, table: Path):
+    from delta.tables import DeltaTable
+
+    dt = DeltaTable.forPath(spark, str(table))
+
+    def latest() -> tuple[int, float]:
+        row = dt.history(1).select("version", "timestamp").first()
+        return int(row["version"]), row["timestamp"].timestamp()
+
+    return latest
+
+
+def _files_per_commit(table: Path) -> int:
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(str(table))
+    versions = max(dt.version(), 1)
+    return max(1, len(dt.file_uris()) // versions)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    if path.exists():
+        shutil.rmtree(path)
+
+
+def alert_latency(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from alert_latency import alert_latency as run
+
+    run(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=("throughput", "latency", "alert-latency"), default="throughput")
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--commits", type=int, default=10)
+    p.add_argument("--batch-rows", type=int, default=50, help="latency: rows per commit")
+    p.add_argument("--every", type=float, default=2.0, help="latency: seconds between commits")
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--no-contract", dest="contract", action="store_false")
+    p.add_argument("--dir", help="work folder (kept; an existing source table is reused)")
+    args = p.parse_args(argv)
+    modes = {"throughput": throughput, "latency": latency, "alert-latency": alert_latency}
+    modes[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()
