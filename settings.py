@@ -301,13 +301,16 @@ class AlertSettings(_Frozen):
     ``conf/alerts.yaml``) when the config file does not list them itself.
     ``deliver_interval_s`` is how often a running job retries pending outbox
     entries and re-sends firing alerts to Alertmanager between micro-batches
-    (0 turns that off; batches still deliver).
+    (0 turns that off; batches still deliver). A rule is evaluated by
+    reading the rows its windows hold and counting them on the driver; once
+    those are more than ``max_rows_per_rule``, Spark aggregates them instead.
     """
 
     enabled: bool = True
     rules_file: str | None = None
     rules: tuple[AlertRule, ...] = ()
     deliver_interval_s: float = Field(15.0, ge=0)
+    max_rows_per_rule: int = Field(200_000, ge=0)
 
     @field_validator("rules", mode="before")
     @classmethod

@@ -31,7 +31,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,16 +38,17 @@ import structlog
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from gatewatch.errors import ConfigError
 from gatewatch.schemas import ALERT_DELIVERIES, ALERT_OUTBOX, ALERTS
 from gatewatch.settings import AlertRule, RatioCondition, Settings
 from gatewatch.streams import outputs as out
 from gatewatch.streams.batch import BatchContext, utc_now
-from gatewatch.streams.sinks import AlertmanagerSink, Sink, build_sinks
+from gatewatch.streams.alert_outbox import Courier, OutboxEntry
+from gatewatch.streams.sinks import Sink, build_sinks
 from gatewatch.streams.sinks.config import DeltaSinkSettings
-from gatewatch.streams.sinks.model import Alert
+from gatewatch.streams.sinks.model import Alert, parse_iso
+from gatewatch.transforms import alert_decision as D
 from gatewatch.transforms import alerts as A
 
 log = structlog.get_logger("gatewatch.alerting")
@@ -107,33 +107,13 @@ def check_rules(spark: SparkSession, rules: Sequence[AlertRule], tables: Mapping
                                   f"a Spark SQL condition over the columns of the {rule.stream} stream", reason) from None
 
 
-@dataclass(frozen=True)
-class OutboxEntry:
-    """One transition for one sink, as the outbox holds it."""
-
-    event_id: str
-    sink: str
-    dedup_key: str
-    rule: str
-    status: str
-    alert: str
-    created_at: datetime
-    attempts: int = 0
-
-    def row(self) -> dict[str, Any]:
-        """The outbox row (pending)."""
-        return {"event_id": self.event_id, "sink": self.sink, "dedup_key": self.dedup_key, "rule": self.rule,
-                "status": self.status, "alert": self.alert, "created_at": self.created_at,
-                "delivery_status": "pending", "attempts": self.attempts, "delivered_at": None, "last_error": None}
-
-
 def _alert_row(alert: Alert, now: datetime) -> dict[str, Any]:
     return {
         "dedup_key": alert.dedup_key, "rule": alert.rule, "group": dict(alert.group), "status": alert.status,
         "severity": alert.severity, "summary": alert.summary, "value": alert.value, "threshold": alert.threshold,
         "counts": dict(alert.counts), "window_start": alert.window_start, "window_end": alert.window_end,
         "started_at": alert.started_at, "ended_at": alert.ended_at, "updated_at": now,
-        "event_id": A.event_id(alert), "alert": alert.to_json(),
+        "event_id": D.event_id(alert), "alert": alert.to_json(),
     }
 
 
@@ -163,8 +143,9 @@ class Alerting:
         self.lock = threading.RLock()
         self.firing: dict[str, Alert] = self._load_firing()
         self.max_us: int | None = self._load_clock()
-        self.last_sent: dict[tuple[str, str], datetime] = self._load_last_sent()
-        self.pending: int | None = None  # unknown until a pass reads the outbox
+        self.courier = Courier(self.tables, self.sinks, self.targets, clock)
+        self.courier.load_last_sent(spark, self.firing)
+        self.heavy: dict[str, bool] = {}  # rules aggregated by Spark (see ``measure``)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
@@ -181,17 +162,6 @@ class Alerting:
         )
         return times.agg(F.max(F.unix_micros("request_time"))).first()[0]
 
-    def _load_last_sent(self) -> dict[tuple[str, str], datetime]:
-        if not self.firing or not any(isinstance(s, AlertmanagerSink) for s in self.sinks.values()):
-            return {}
-        rows = (
-            self.tables["deliveries"].read(self.spark)
-            .where(F.col("ok") & (F.col("status") == "firing") & F.col("dedup_key").isin(*self.firing))
-            .groupBy("dedup_key", "sink").agg(F.max(F.unix_micros("at")).alias("at"))
-            .collect()
-        )
-        return {(r["dedup_key"], r["sink"]): A.from_micros(r["at"]) for r in rows}
-
     # ------------------------------------------------------------------ the batch hook
 
     def hook(self, ctx: BatchContext, parsed: DataFrame, batch_id: int, metrics: dict[str, Any]) -> None:
@@ -206,8 +176,8 @@ class Alerting:
         if not metrics.get("rows"):  # nothing new: neither the windows nor the clock changed
             metrics["alerts"] = {"fired": 0, "resolved": 0, "firing": len(self.firing)}
             return
-        batch_max = parsed.agg(F.max(F.unix_micros("request_time"))).first()[0]
-        lap("clock_s")
+        latest = metrics.get("event_time")
+        batch_max = None if latest is None else A.micros(parse_iso(latest))
         with self.lock:
             if batch_max is not None and (self.max_us is None or batch_max > self.max_us):
                 self.max_us = batch_max
@@ -223,7 +193,12 @@ class Alerting:
                 for table in self.extra_tables:
                     out.append(history, table, ctx.app_id, batch_id)
             lap("outbox_s")
-            delivered = self.deliver(spark, fresh=entries, safe=True)
+            after = dict(self.firing)
+            for alert in transitions:
+                after.pop(alert.dedup_key, None)
+                if alert.firing:
+                    after[alert.dedup_key] = alert
+            delivered = self.deliver(spark, fresh=entries, firing=after, safe=True)
             lap("deliver_s")
             if transitions:
                 self.merge_state(spark, transitions, now, ctx.app_id, batch_id)
@@ -237,27 +212,50 @@ class Alerting:
             **timings,
         }
 
+    def measure(self, spark: SparkSession, max_time: datetime) -> dict[str, list[D.Measure]]:
+        """Every rule's numbers per group and window, read from the stream tables.
+
+        Each table is read once for all its rules (``alerts.scan``), in one
+        Spark job, and the rows are counted here; a rule whose windows held
+        more than ``max_rows_per_rule`` rows last time is aggregated by Spark
+        (``alerts.windowed``) until they shrink to half that.
+        """
+        limit = self.settings.alerts.max_rows_per_rule
+        rules = list(self.rules.values())
+        measures: dict[str, list[D.Measure]] = {r.name: [] for r in rules}
+        light = [i for i, r in enumerate(rules) if not self.heavy.get(r.name)]
+        heavy = [r for r in rules if self.heavy.get(r.name)]
+        if light:
+            branches = [b for b in A.plan(rules) if set(b.rules) & set(light)]
+            branches = [A.Branch(b.table, b.rows, tuple(i for i in b.rules if i in light)) for b in branches]
+            frames = [self.tables[b.table].read(spark).transform(A.scan(b, rules, max_time)) for b in branches]
+            scanned = A.union_all(frames).collect()
+            for i in light:
+                rows = list(D.rule_rows(i, rules[i], scanned))
+                measures[rules[i].name] = D.measures_from_rows(rules[i], rows, max_time)
+                self.heavy[rules[i].name] = len(rows) > limit
+        if heavy:
+            frames = [stream_frame(spark, self.tables, r.stream).transform(A.windowed(r, max_time))
+                      .transform(A.relevant) for r in heavy]
+            for row in A.union_all(frames).collect():
+                measures[row["rule"]].append(D.Measure.from_row(row))
+            for rule in heavy:
+                self.heavy[rule.name] = sum(m.rows for m in measures[rule.name] if m.current) > limit // 2
+        return measures
+
     def evaluate(self, spark: SparkSession, now: datetime) -> list[Alert]:
-        """The transitions of every rule at the current event time (one Spark job for all rules)."""
+        """The transitions of every rule at the current event time."""
         if self.max_us is None:
             return []
         max_time = A.from_micros(self.max_us)
-        frames = [stream_frame(spark, self.tables, r.stream).transform(A.windowed(r, max_time)).transform(A.relevant)
-                  for r in self.rules.values()]
-        measures: dict[str, list[A.Measure]] = {name: [] for name in self.rules}
-        if frames:
-            union = frames[0]
-            for frame in frames[1:]:
-                union = union.unionByName(frame)
-            for row in union.collect():
-                measures[row["rule"]].append(A.Measure.from_row(row))
+        measures = self.measure(spark, max_time)
         transitions: list[Alert] = []
         for name, rule in self.rules.items():
             firing = {k: a for k, a in self.firing.items() if a.rule == name}
-            transitions += A.decide(rule, measures[name], firing, now=now, max_time=max_time)
+            transitions += D.decide(rule, measures[name], firing, now=now, max_time=max_time)
         for alert in self.firing.values():
             if alert.rule not in self.rules:
-                transitions.append(A.resolve(None, alert, None, now=now, max_time=max_time))
+                transitions.append(D.resolve(None, alert, None, now=now, max_time=max_time))
         return transitions
 
     def targets(self, rule_name: str) -> list[str]:
@@ -269,7 +267,7 @@ class Alerting:
     def outbox_entries(self, transitions: Sequence[Alert], now: datetime) -> list[OutboxEntry]:
         """One pending outbox entry per transition and target sink."""
         return [
-            OutboxEntry(A.event_id(a), sink, a.dedup_key, a.rule, a.status, a.to_json(), now)
+            OutboxEntry(D.event_id(a), sink, a.dedup_key, a.rule, a.status, a.to_json(), now)
             for a in transitions
             for sink in self.targets(a.rule)
         ]
@@ -291,131 +289,26 @@ class Alerting:
                 self.firing[alert.dedup_key] = alert
             else:
                 self.firing.pop(alert.dedup_key, None)
-                for key in [k for k in self.last_sent if k[0] == alert.dedup_key]:
-                    del self.last_sent[key]
+                self.courier.forget(alert.dedup_key)
 
     # ------------------------------------------------------------------ delivery
 
-    def _read_pending(self, spark: SparkSession) -> list[OutboxEntry]:
-        rows = (
-            self.tables["outbox"].read(spark).where(F.col("delivery_status") == "pending")
-            .orderBy("created_at", "event_id", "sink").collect()
-        )
-        return [
-            OutboxEntry(r["event_id"], r["sink"], r["dedup_key"], r["rule"], r["status"], r["alert"],
-                        r["created_at"], r["attempts"] or 0)
-            for r in rows
-        ]
+    def deliver(self, spark: SparkSession | None = None, fresh: Sequence[OutboxEntry] = (), *,
+                firing: Mapping[str, Alert] | None = None, safe: bool = False) -> dict[str, int]:
+        """One delivery pass (``Courier.deliver``) under the lock.
 
-    def deliver(self, spark: SparkSession | None = None, fresh: Sequence[OutboxEntry] | None = None, *,
-                safe: bool = False) -> dict[str, int]:
-        """Send pending outbox entries in order, then re-send firing alerts to Alertmanager when due.
-
-        Args:
-            spark: the session to read and write with (default: the job's).
-            fresh: entries just appended; when nothing older is pending, they
-                are sent without reading the outbox back.
-            safe: log a failure to read or record instead of raising (the batch hook).
-
-        Returns:
-            Counts: ``delivered``, ``failed`` (permanently), ``pending`` (left), ``resent``.
+        ``firing`` is the state to re-send from (default: the current one; the
+        batch hook passes the state its transitions lead to). With ``safe``, a failure to read or record is logged instead of raised
+        (the batch hook and the background pass: delivery never stops the stream).
         """
-        spark = spark or self.spark
         with self.lock:
             try:
-                return self._deliver(spark, list(fresh or ()))
-            except Exception as err:  # noqa: BLE001 - a delivery problem must not stop the stream
+                return self.courier.deliver(spark or self.spark, self.firing if firing is None else firing, fresh)
+            except Exception as err:  # noqa: BLE001 - see the docstring
                 if not safe:
                     raise
-                self.pending = None
                 log.error("alert_delivery_pass_failed", error=str(err).splitlines()[0][:300])
                 return {"delivered": 0, "failed": 0, "pending": -1, "resent": 0}
-
-    def _deliver(self, spark: SparkSession, fresh: list[OutboxEntry]) -> dict[str, int]:
-        entries = fresh if self.pending == 0 else self._read_pending(spark)
-        down: set[str] = set()
-        records: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        left: set[tuple[str, str]] = set()
-        counts = {"delivered": 0, "failed": 0, "pending": 0, "resent": 0}
-        for entry in entries:
-            sink = self.sinks.get(entry.sink)
-            if sink is None or entry.sink in down:
-                if sink is None:
-                    log.warning("alert_sink_not_configured", sink=entry.sink, dedup_key=entry.dedup_key)
-                left.add((entry.dedup_key, entry.sink))
-                counts["pending"] += 1
-                continue
-            alert = Alert.from_json(entry.alert)
-            result = sink.deliver(alert)
-            at = self.clock()
-            attempt = entry.attempts + 1
-            records.append(self._record(entry.event_id, alert, result, "outbox", attempt, at))
-            if result.ok:
-                state, counts["delivered"] = "delivered", counts["delivered"] + 1
-                if alert.firing:
-                    self.last_sent[(alert.dedup_key, entry.sink)] = at
-            elif result.permanent:
-                state, counts["failed"] = "failed", counts["failed"] + 1
-            else:
-                state, counts["pending"] = "pending", counts["pending"] + 1
-                down.add(entry.sink)
-                left.add((entry.dedup_key, entry.sink))
-            updates.append({"event_id": entry.event_id, "sink": entry.sink, "delivery_status": state,
-                            "attempts": attempt, "delivered_at": at if result.ok else None,
-                            "last_error": result.error})
-        for alert in list(self.firing.values()):
-            for name in self.targets(alert.rule):
-                sink = self.sinks.get(name)
-                if not isinstance(sink, AlertmanagerSink) or name in down or (alert.dedup_key, name) in left:
-                    continue
-                now = self.clock()
-                if not sink.needs_resend(alert, self.last_sent.get((alert.dedup_key, name)), now):
-                    continue
-                result = sink.deliver(alert)
-                records.append(self._record(A.event_id(alert), alert, result, "resend", 0, now))
-                if result.ok:
-                    self.last_sent[(alert.dedup_key, name)] = now
-                    counts["resent"] += 1
-                else:
-                    down.add(name)
-        self._write_results(spark, records, updates)
-        self.pending = counts["pending"]
-        return counts
-
-    @staticmethod
-    def _record(event_id: str, alert: Alert, result, kind: str, attempt: int, at: datetime) -> dict[str, Any]:
-        return {"event_id": event_id, "dedup_key": alert.dedup_key, "sink": result.sink, "status": alert.status,
-                "kind": kind, "attempt": attempt, "ok": result.ok, "permanent": result.permanent,
-                "requests": result.attempts, "http_status": result.http_status, "error": result.error,
-                "response_body": result.response_body, "duration_ms": float(result.duration_ms), "at": at}
-
-    def _write_results(self, spark: SparkSession, records: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
-        if records:
-            _append(spark.createDataFrame(records, ALERT_DELIVERIES), self.tables["deliveries"])
-        if updates:
-            schema = StructType([ALERT_OUTBOX[c] for c in ("event_id", "sink", "delivery_status", "attempts",
-                                                           "delivered_at", "last_error")])
-            source = spark.createDataFrame(updates, schema)
-            (
-                self.tables["outbox"].delta(spark).alias("t")
-                .merge(source.alias("s"), "t.event_id = s.event_id AND t.sink = s.sink")
-                .whenMatchedUpdate(set={c: f"s.{c}" for c in ("delivery_status", "attempts", "delivered_at",
-                                                                "last_error")})
-                .execute()
-            )
-
-    def due(self) -> bool:
-        """Whether a delivery pass has work: pending entries, or a firing alert due for an Alertmanager re-send."""
-        if self.pending != 0:
-            return True
-        now = self.clock()
-        return any(
-            isinstance(sink := self.sinks.get(name), AlertmanagerSink)
-            and sink.needs_resend(alert, self.last_sent.get((alert.dedup_key, name)), now)
-            for alert in list(self.firing.values())
-            for name in self.targets(alert.rule)
-        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -432,7 +325,7 @@ class Alerting:
     def _tick(self, session: SparkSession, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                if self.due():
+                if self.courier.due(self.firing):
                     self.deliver(session, safe=True)
             except Exception as err:  # noqa: BLE001 - keep the ticker alive
                 log.error("alert_delivery_tick_failed", error=str(err).splitlines()[0][:300])
@@ -447,15 +340,27 @@ class Alerting:
             sink.close()
 
 
-def _append(df: DataFrame, target: out.Table) -> None:
-    """A plain append (delivery records are not tied to a micro-batch)."""
-    writer = df.write.format("delta").mode("append")
-    writer.save(target.ref) if target.is_path else writer.saveAsTable(target.ref)
-
-
 def ensure_alert_tables(spark: SparkSession, settings: Settings, tables: Mapping[str, out.Table]) -> None:
     """Create the alerts, outbox and deliveries tables (and any other ``delta`` sink table) if needed."""
     for role, schema in STATE_TABLES.items():
         out.ensure_table(spark, tables[role], schema)
     for table in _delta_sink_tables(settings, tables["alerts"]):
         out.ensure_table(spark, table, ALERTS)
+
+
+def deliver_once(spark: SparkSession, settings: Settings) -> dict[str, int]:
+    """One delivery pass outside a running job (``gatewatch alerts deliver``).
+
+    Do not run it while a job delivers to the same outbox: both could send
+    an entry before either marks it delivered.
+    """
+    from gatewatch.streams.job import prepare_outputs
+
+    tables = prepare_outputs(spark, settings)
+    tables.update(alert_tables(settings))
+    ensure_alert_tables(spark, settings, tables)
+    alerting = Alerting(spark, settings, tables)
+    try:
+        return alerting.deliver()
+    finally:
+        alerting.close()

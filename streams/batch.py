@@ -112,8 +112,10 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
             F.count("*").alias("n"), *_event_counts()
         ).collect()
         counts = {(r["_change_type"], r["outcome"], r["quarantine_reason"]): r["n"] for r in grouped}
-        events = {k: sum(r[k] or 0 for r in grouped if r["outcome"] is not None) for k in ("token_events",
-                                                                                           "safety_events")}
+        events: dict[str, Any] = {k: sum(r[k] or 0 for r in grouped if r["outcome"] is not None)
+                                  for k in ("token_events", "safety_events")}
+        latest = max((r["event_time_us"] for r in grouped if r["event_time_us"] is not None), default=None)
+        events["event_time"] = None if latest is None else _iso_micros(latest)
         timings["parse_s"] = time.monotonic() - started
         skipped = {
             r["_change_type"]: r["n"]
@@ -175,10 +177,18 @@ def _metrics(ctx: BatchContext, batch_id: int, counts: dict, skipped: dict, seco
     }
 
 
+def _iso_micros(us: int) -> str:
+    """RFC 3339 UTC text, to the microsecond, of ``us`` microseconds since the epoch."""
+    from datetime import timedelta
+
+    return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
+
+
 def _event_counts() -> list:
-    """Per-group aggregates: requests with known tokens, and flagged safety categories."""
+    """Per-group aggregates: requests with known tokens, flagged safety categories, the latest event time."""
     known = F.col("input_tokens").isNotNull() | F.col("output_tokens").isNotNull() | F.col("total_tokens").isNotNull()
     return [
+        F.max(F.unix_micros("request_time")).alias("event_time_us"),
         F.count(F.when(known, F.lit(1))).alias("token_events"),
         F.sum(F.coalesce(F.size(F.filter("safety_flags", is_flagged)), F.lit(0))).alias("safety_events"),
     ]

@@ -122,6 +122,20 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_alerts_deliver(args: argparse.Namespace) -> int:
+    from gatewatch.streams.alerting import deliver_once
+    from gatewatch.streams.spark import build_spark
+
+    settings = _settings(args)
+    spark = build_spark(settings.spark, app_name="gatewatch-alerts")
+    counts = deliver_once(spark, settings)
+    print(
+        f"delivered {counts['delivered']:,}, failed permanently {counts['failed']:,}, "
+        f"re-sent {counts['resent']:,}; {counts['pending']:,} still pending."
+    )
+    return 0 if counts["pending"] == 0 else 1
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (default: the packaged conf/gatewatch.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
@@ -159,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--output", metavar="LOCATION", help="a directory, or catalog.schema")
     _common(rp)
     rp.set_defaults(func=_cmd_replay)
+
+    alerts = sub.add_parser("alerts", help="alert delivery")
+    asub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")
+    adeliver = asub.add_parser("deliver", help="send pending outbox entries to their sinks now (job stopped)")
+    adeliver.add_argument("--output", metavar="LOCATION", help="a directory, or catalog.schema")
+    _common(adeliver)
+    adeliver.set_defaults(func=_cmd_alerts_deliver)
 
     demo = sub.add_parser("demo", help="run the job on local generated traffic and print a summary")
     demo.add_argument("--dir", default="demo-output", help="working folder, emptied first (default: demo-output)")

@@ -5,7 +5,9 @@ the AI Gateway schema, one in the legacy payload schema), starts the job on
 both with a one-second trigger, writes generated traffic of every outcome,
 malformed rows among it, in several commits while the queries run, shows
 each micro-batch as it lands, and ends with a summary read back from the
-output tables.
+output tables. Then, with the packaged alert rules on, it writes a
+content-filter spike on chat-prod and calm traffic after it, and prints the
+alert firing and resolving (through the console sink).
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from typing import Any, TextIO
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from gatewatch.settings import OutputSettings, Settings, SourceSettings, SparkSettings, TriggerSettings
+from gatewatch.settings import (
+    AlertSettings,
+    OutputSettings,
+    Settings,
+    SourceSettings,
+    SparkSettings,
+    TriggerSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -40,9 +49,16 @@ class DemoSource:
 DEMO_SOURCES: tuple[DemoSource, ...] = (DemoSource("chat-prod", "gateway"), DemoSource("agent-prod", "legacy"))
 
 
+SPIKE_ENDPOINT = "chat-prod"
+
+
 def demo_settings(root: Path, interval: str = "1 second") -> Settings:
-    """Settings of the demo job: both tables, outputs and checkpoints under ``root``."""
+    """Settings of the demo job: both tables, outputs and checkpoints under ``root``, the packaged alert rules."""
+    from gatewatch.streams.config import read_rules
+
     return Settings(
+        alerts=AlertSettings(rules=read_rules(), deliver_interval_s=0),
+        sinks=({"name": "console", "type": "console"},),
         sources=tuple(
             SourceSettings(table=str(s.path(root)), endpoint=s.endpoint, max_files_per_trigger=1) for s in DEMO_SOURCES
         ),
@@ -103,8 +119,12 @@ def run_demo(
         traffic.create_inference_table(spark, str(s.path(root)), kind=s.kind)
         say(f"  created inference table {s.path(root)} ({s.kind} schema, change data feed on)")
 
+    from gatewatch.streams.sinks import ConsoleSink
+    from gatewatch.streams.sinks.config import ConsoleSinkSettings
+
     progress = Progress(out=out)
-    job = Job(spark, settings, on_metrics=progress).start()
+    console = ConsoleSink(ConsoleSinkSettings(name="console"), stream=out)
+    job = Job(spark, settings, on_metrics=progress, sinks=[console]).start()
     say("  streaming: one query per table, 1 second trigger")
     inserted: set[str] = set()
     started = time.monotonic()
@@ -120,13 +140,47 @@ def run_demo(
             say(f"  commit {i + 1}/{commits}: {rows_per_commit} rows into each table")
         for rs in job.running:
             rs.query.processAllAvailable()
+        elapsed = time.monotonic() - started
+        summary = summarize(spark, settings, inserted)
+        summary["seconds"] = round(elapsed, 1)
+        _print_summary(summary, progress, say)
+        summary["alerts"] = _alert_phase(spark, root, job, seed, rows_per_commit, inserted, say)
     finally:
         job.stop()
-    elapsed = time.monotonic() - started
-    summary = summarize(spark, settings, inserted)
-    summary["seconds"] = round(elapsed, 1)
-    _print_summary(summary, progress, say)
     return summary
+
+
+def _alert_phase(spark: SparkSession, root: Path, job: Any, seed: int, rows: int, inserted: set[str],
+                 say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """A content-filter spike on chat-prod, then calm traffic past the window: the alert fires, then resolves."""
+    from datetime import timedelta
+
+    from gatewatch.streams import outputs, traffic
+
+    def commit(generated_by_source: dict[DemoSource, list]) -> None:
+        for s, generated in generated_by_source.items():
+            rows_ = [g.row for g in generated]
+            traffic.write_rows(spark, str(s.path(root)), traffic.to_legacy(rows_) if s.kind == "legacy" else rows_,
+                               kind=s.kind)
+            inserted.update(g.row["databricks_request_id"] for g in generated)
+        for rs in job.running:
+            rs.query.processAllAvailable()
+
+    chat = next(s for s in DEMO_SOURCES if s.endpoint == SPIKE_ENDPOINT)
+    start = traffic.DEFAULT_START
+    say()
+    say(f"Alerts: a content-filter spike on {SPIKE_ENDPOINT} ten minutes (event time) after that traffic")
+    commit({chat: traffic.spike(max(60, rows // 4), endpoint=SPIKE_ENDPOINT, seed=seed * 1000 + 901,
+                                start=start + timedelta(minutes=10))})
+    say("Alerts: calm traffic on both endpoints another fifteen minutes later")
+    commit({s: traffic.generate(rows, seed=seed * 1000 + 911 + j, endpoints=(s.endpoint,),
+                                start=start + timedelta(minutes=25)) for j, s in enumerate(DEMO_SOURCES)})
+    settings = job.settings
+    table = outputs.table(settings.output, settings.output.alerts_table).read(spark)
+    states = [r.asDict() for r in table.select("rule", "group", "status", "started_at", "ended_at").collect()]
+    say(f"Alert state is in {settings.output.location}/{settings.output.alerts_table}; deliveries in "
+        f"{settings.output.outbox_table} and {settings.output.deliveries_table}.")
+    return states
 
 
 def summarize(spark: SparkSession, settings: Settings, inserted: set[str]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from gatewatch.settings import Settings, SourceSettings
 from gatewatch.streams import outputs as out
 from gatewatch.streams.parsers import load_parser_modules
 from gatewatch.streams.batch import BatchContext, BatchHook, handle_batch
+from gatewatch.streams.sinks.base import Sink
 from gatewatch.streams.source import SourceTable, check_source, read_change_feed
 
 log = structlog.get_logger("gatewatch.job")
@@ -138,7 +139,8 @@ class Job:
     With alerting enabled and rules configured, the job also builds an
     ``Alerting`` (rules checked, alert tables created, state loaded) whose
     hook runs after each batch's writes, and starts its delivery with the
-    queries.
+    queries. ``sinks`` replaces the sinks built from ``settings.sinks``
+    (the demo prints to its own stream).
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class Job:
         settings: Settings,
         hooks: tuple[BatchHook, ...] = (),
         on_metrics: Callable[[dict[str, Any]], None] | None = None,
+        sinks: Sequence[Sink] | None = None,
     ) -> None:
         self.spark = spark
         self.settings = settings
@@ -162,7 +165,7 @@ class Job:
 
             self.tables.update(alert_tables(settings))
             ensure_alert_tables(spark, settings, self.tables)
-            self.alerting = Alerting(spark, settings, self.tables)
+            self.alerting = Alerting(spark, settings, self.tables, sinks=sinks)
             self.hooks = (*self.hooks, self.alerting.hook)
         self.running: list[RunningSource] = []
         self.failures: dict[str, GatewatchError] = {}

@@ -1,25 +1,28 @@
-"""Alert rules over event-time windows: the window arithmetic, the aggregation and the decision.
+"""Alert rules over event-time windows: the window arithmetic and the Spark side of measuring them.
 
 Everything here is pure. The clock is event time: ``max_time``, the latest
 ``request_time`` the job has processed, passed in by the caller. For a rule
 with window ``W``, slide ``S`` and watermark ``L`` the windows are Spark's
-``window(request_time, W, S)``; the *current* window of a group is the one
-that covers the last ``W`` of event time (the earliest-ending window that
-still contains ``max_time``), and windows that ended less than ``L`` before
-``max_time`` still count, so a late row can tip them. A group's condition
-holds when any of those windows meets it.
+``window(request_time, W, S)`` (starting at multiples of ``S`` since the
+epoch); the *current* window of a group is the one that covers the last
+``W`` of event time (the earliest-ending window still containing
+``max_time``), and windows that ended less than ``L`` before ``max_time``
+still count, so a late row can tip them. A group's condition holds when any
+of those windows meets it (``alert_decision``).
 
-``windowed(rule, max_time)`` aggregates a stream into one row per group and
-window; ``decide`` compares those rows with the alerts that are firing and
-returns the transitions: a fire for a group that newly meets the condition,
-a resolve for a firing group that no longer does (or has no rows left in
-the windows, because event time moved on).
+Two ways to get each group's numbers per window, with the same result:
+
+- ``scan(branch, rules, max_time)``: one narrow projection per table for
+  all the rules that read it, counted on the driver by
+  ``alert_decision.measures_from_rows`` (one Spark job for every rule, no
+  shuffle: the fast path for the usual volumes);
+- ``windowed(rule, max_time)``: the aggregation in Spark, for a rule whose
+  windows hold too many rows to collect.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -27,18 +30,18 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import MapType, StringType
 
-from gatewatch.settings import AlertRule, CountCondition, RatioCondition, SumCondition
-from gatewatch.streams.sinks.model import Alert, make_dedup_key
+from gatewatch.settings import AlertRule, RatioCondition, SumCondition
 
 Transform = Callable[[DataFrame], DataFrame]
 
 EVENT_TIME = "request_time"
 NO_VALUE = "(none)"
 """The group value of a row whose group column is null (a requester the endpoint does not log)."""
+MAX_SAMPLE = 200
+"""The longest error message sample an ``include_text`` rule carries."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = 1_000_000
-_MAX_SAMPLE = 200
+US = 1_000_000
 
 
 def micros(value: datetime) -> int:
@@ -60,7 +63,7 @@ class Span:
     read_until: int
     """Rows before this (the current window's end)."""
     first_end: int
-    """The earliest window end still taking late rows (exclusive lower bound)."""
+    """Windows ending after this still take late rows (exclusive bound)."""
     current_start: int
     current_end: int
 
@@ -68,17 +71,24 @@ class Span:
 def span(rule: AlertRule, max_time: datetime) -> Span:
     """The windows to evaluate for ``rule`` when event time has reached ``max_time``.
 
-    Windows start at multiples of the slide since the epoch (Spark's
-    ``window``). The current one is the earliest-ending window containing
-    ``max_time``; the others are those ending in ``(max_time - watermark, current end]``.
+    The current window is the earliest-ending window containing
+    ``max_time``; the others are those ending in
+    ``(max_time - watermark, current end]``.
     """
-    w, s, lag = rule.window_s * _US, rule.slide_s * _US, rule.watermark_s * _US
+    w, s, lag = rule.window_s * US, rule.slide_s * US, rule.watermark_s * US
     t = micros(max_time)
     k = (t - w) // s + 1  # the smallest k with k*s + w > t
     current_start = k * s
-    current_end = current_start + w
-    return Span(read_from=t - w - lag, read_until=current_end, first_end=t - lag,
-                current_start=current_start, current_end=current_end)
+    return Span(read_from=t - w - lag, read_until=current_start + w, first_end=t - lag,
+                current_start=current_start, current_end=current_start + w)
+
+
+def _ts(us: int) -> Column:
+    return F.timestamp_micros(F.lit(us))
+
+
+def _group_value(key: str) -> Column:
+    return F.coalesce(F.col(key).cast("string"), F.lit(NO_VALUE))
 
 
 def _group_map(rule: AlertRule) -> Column:
@@ -86,50 +96,182 @@ def _group_map(rule: AlertRule) -> Column:
         return F.create_map().cast(MapType(StringType(), StringType()))
     pairs: list[Column] = []
     for key in rule.group_by:
-        pairs += [F.lit(key), F.coalesce(F.col(key).cast("string"), F.lit(NO_VALUE))]
+        pairs += [F.lit(key), _group_value(key)]
     return F.create_map(*pairs)
 
 
-def _ts(us: int) -> Column:
-    return F.timestamp_micros(F.lit(us))
+def _in_span(rule: AlertRule, max_time: datetime) -> Column:
+    bounds = span(rule, max_time)
+    return (F.col(EVENT_TIME) >= _ts(bounds.read_from)) & (F.col(EVENT_TIME) < _ts(bounds.read_until))
+
+
+def _where(rule: AlertRule) -> Column:
+    return F.coalesce(F.expr(rule.where), F.lit(False)) if rule.where else F.lit(True)
+
+
+def _hit(rule: AlertRule) -> Column:
+    cond = rule.condition
+    return F.coalesce(F.expr(cond.numerator), F.lit(False)) if isinstance(cond, RatioCondition) else F.lit(None)
+
+
+def _amount(rule: AlertRule) -> Column:
+    cond = rule.condition
+    return F.col(cond.column).cast("double") if isinstance(cond, SumCondition) else F.lit(None)
+
+
+def _sample(rule: AlertRule, columns: Sequence[str]) -> Column:
+    if rule.include_text and "error_message" in columns:
+        return F.substring("error_message", 1, MAX_SAMPLE)
+    return F.lit(None)
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def rows_view(role: str) -> Transform:
+    """One table's part of the ``rows`` stream (every processed row, with ``quarantined``).
+
+    ``role`` is ``requests`` or ``quarantine``. Returns:
+    ``databricks_request_id``, ``request_time``, ``endpoint``,
+    ``served_entity_id``, ``requester``, ``status_code``,
+    ``execution_duration_ms``, ``source_table``, ``model``, ``outcome``,
+    ``blocked``, ``error_type``, ``quarantined``, ``quarantine_reason``. A
+    quarantined row a replay has since moved into requests (status
+    ``resolved``) counts once, as the request.
+    """
+    common = ["databricks_request_id", "request_time", "endpoint", "served_entity_id", "requester",
+              "status_code", "execution_duration_ms", "source_table"]
+
+    def apply(df: DataFrame) -> DataFrame:
+        if role == "requests":
+            return df.select(*common, "model", "outcome", "blocked", "error_type",
+                             F.lit(False).alias("quarantined"), F.lit(None).cast("string").alias("quarantine_reason"))
+        held = df.where(F.coalesce(F.col("status"), F.lit("open")) != F.lit("resolved"))
+        return held.select(
+            *common, F.lit(None).cast("string").alias("model"), F.lit(None).cast("string").alias("outcome"),
+            F.lit(None).cast("boolean").alias("blocked"), F.lit(None).cast("string").alias("error_type"),
+            F.lit(True).alias("quarantined"), F.col("reason").alias("quarantine_reason"),
+        )
+
+    return apply
+
+
+def rows_stream(requests: DataFrame, quarantine: DataFrame) -> DataFrame:
+    """The ``rows`` stream: requests and quarantine together (see ``rows_view``)."""
+    return rows_view("requests")(requests).unionByName(rows_view("quarantine")(quarantine))
+
+
+# --------------------------------------------------------------------------- scans
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One table read of an evaluation and the rules (by position) it serves.
+
+    ``table`` is the table's role; ``rows`` marks the quarantine table read
+    as its part of the ``rows`` stream. The requests table serves both its
+    own rules and the ``rows`` rules (its ``rows`` view only adds columns).
+    """
+
+    table: str
+    rows: bool
+    rules: tuple[int, ...]
+
+
+def plan(rules: Sequence[AlertRule]) -> list[Branch]:
+    """The table reads that serve ``rules``, each table read once (the quarantine table at most twice)."""
+    served: dict[tuple[str, bool], list[int]] = {}
+    for i, rule in enumerate(rules):
+        if rule.stream == "rows":
+            served.setdefault(("requests", False), []).append(i)
+            served.setdefault(("quarantine", True), []).append(i)
+        else:
+            served.setdefault((rule.stream, False), []).append(i)
+    return [Branch(table, rows, tuple(ids)) for (table, rows), ids in served.items()]
+
+
+def scan(branch: Branch, rules: Sequence[AlertRule], max_time: datetime) -> Transform:
+    """The rows of one table that the windows of its rules hold, reduced to what counting them needs.
+
+    Reads: ``request_time``, the rules' ``group_by`` columns and the columns
+    their ``where``, ``condition.numerator`` and ``condition.column`` use
+    (``error_message`` with ``include_text``).
+    Returns: ``t_us`` (event time in microseconds since the epoch),
+    ``g_<key>`` per group column (nulls as ``(none)``), and per rule number
+    ``i``: ``in_<i>`` (the row is in that rule's windows and passes its
+    ``where``), ``hit_<i>`` (the ratio numerator holds), ``amount_<i>`` (the
+    summed column) and ``sample_<i>``. Only rows some rule takes are kept.
+    """
+    mine = [(i, rules[i]) for i in branch.rules]
+
+    def apply(df: DataFrame) -> DataFrame:
+        if branch.table == "requests":
+            view = df.withColumns({"quarantined": F.lit(False),
+                                   "quarantine_reason": F.lit(None).cast("string")})
+        elif branch.rows:
+            view = rows_view("quarantine")(df)
+        else:
+            view = df
+        bounds = [span(r, max_time) for _, r in mine]
+        view = view.where((F.col(EVENT_TIME) >= _ts(min(b.read_from for b in bounds)))
+                          & (F.col(EVENT_TIME) < _ts(max(b.read_until for b in bounds))))
+        keys = sorted({k for _, r in mine for k in r.group_by})
+        columns = [F.unix_micros(F.col(EVENT_TIME)).alias("t_us")]
+        columns += [_group_value(k).alias(f"g_{k}") for k in keys]
+        for i, rule in mine:
+            columns += [
+                (_in_span(rule, max_time) & _where(rule)).alias(f"in_{i}"),
+                _hit(rule).cast("boolean").alias(f"hit_{i}"),
+                _amount(rule).cast("double").alias(f"amount_{i}"),
+                _sample(rule, df.columns).cast("string").alias(f"sample_{i}"),
+            ]
+        taken = F.lit(False)
+        for i, _ in mine:
+            taken = taken | F.col(f"in_{i}")
+        return view.select(*columns).where(taken)
+
+    return apply
+
+
+def union_all(frames: Sequence[DataFrame]) -> DataFrame:
+    """``frames`` stacked by column name, a column missing from one being null there."""
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.unionByName(frame, allowMissingColumns=True)
+    return union
+
+
+# --------------------------------------------------------------------------- in Spark
 
 
 def windowed(rule: AlertRule, max_time: datetime) -> Transform:
     """Aggregate a rule's stream into one row per group and window that still counts.
 
-    Reads: ``request_time``, the rule's ``group_by`` columns, and the columns
-    its ``where``, ``condition.numerator`` or ``condition.column`` use.
-    Returns: ``rule``, ``group`` (map of group column to value, nulls as
-    ``(none)``), ``window_start_us``, ``window_end_us``, ``rows``,
-    ``matched`` (ratio numerator rows, else null), ``total`` (the summed
-    column, else null), ``value`` (what the threshold is compared with),
-    ``meets`` (the condition holds in that window, ``min_rows`` included),
-    ``current`` (this is the group's current window) and ``sample`` (the most
-    frequent ``error_message`` when the rule has ``include_text``, else null).
+    Reads: as ``scan``. Returns: ``rule``, ``group`` (map of group column to
+    value, nulls as ``(none)``), ``window_start_us``, ``window_end_us``,
+    ``rows``, ``matched`` (ratio numerator rows, else null), ``total`` (the
+    summed column, else null), ``value`` (what the threshold is compared
+    with), ``meets`` (the condition holds in that window, ``min_rows``
+    included), ``current`` (the group's current window) and ``sample`` (the
+    most frequent error message with ``include_text``, else null).
     """
     cond = rule.condition
     bounds = span(rule, max_time)
 
     def apply(df: DataFrame) -> DataFrame:
-        rows = df.where((F.col(EVENT_TIME) >= _ts(bounds.read_from)) & (F.col(EVENT_TIME) < _ts(bounds.read_until)))
-        if rule.where:
-            rows = rows.where(F.expr(rule.where))
+        rows = df.where(_in_span(rule, max_time) & _where(rule))
         rows = rows.withColumn("_group", _group_map(rule)).withColumn(
             "_window", F.window(EVENT_TIME, f"{rule.window_s} seconds", f"{rule.slide_s} seconds")
         )
-        aggs = [F.count(F.lit(1)).alias("rows")]
-        if isinstance(cond, RatioCondition):
-            aggs.append(F.count(F.when(F.expr(cond.numerator), F.lit(1))).alias("matched"))
-        else:
-            aggs.append(F.lit(None).cast("long").alias("matched"))
-        if isinstance(cond, SumCondition):
-            aggs.append(F.coalesce(F.sum(F.col(cond.column).cast("double")), F.lit(0.0)).alias("total"))
-        else:
-            aggs.append(F.lit(None).cast("double").alias("total"))
-        if rule.include_text and "error_message" in df.columns:
-            aggs.append(F.mode(F.substring("error_message", 1, _MAX_SAMPLE)).alias("sample"))
-        else:
-            aggs.append(F.lit(None).cast("string").alias("sample"))
+        aggs = [
+            F.count(F.lit(1)).alias("rows"),
+            (F.count(F.when(_hit(rule), F.lit(1))) if isinstance(cond, RatioCondition)
+             else F.lit(None).cast("long")).alias("matched"),
+            (F.coalesce(F.sum(_amount(rule)), F.lit(0.0)) if isinstance(cond, SumCondition)
+             else F.lit(None).cast("double")).alias("total"),
+            (F.mode(_sample(rule, df.columns)) if rule.include_text and "error_message" in df.columns
+             else F.lit(None).cast("string")).alias("sample"),
+        ]
         grouped = rows.groupBy("_group", "_window").agg(*aggs)
         end_us = F.unix_micros(F.col("_window.end"))
         kept = grouped.where((end_us > F.lit(bounds.first_end)) & (end_us <= F.lit(bounds.current_end)))
@@ -141,7 +283,6 @@ def windowed(rule: AlertRule, max_time: datetime) -> Transform:
             value = F.col("rows").cast("double")
         threshold = F.lit(float(cond.threshold))
         compare = value > threshold if cond.op == ">" else value >= threshold
-        meets = (F.col("rows") >= F.lit(cond.min_rows)) & F.coalesce(compare, F.lit(False))
         return kept.select(
             F.lit(rule.name).alias("rule"),
             F.col("_group").alias("group"),
@@ -151,7 +292,7 @@ def windowed(rule: AlertRule, max_time: datetime) -> Transform:
             F.col("matched").cast("long").alias("matched"),
             F.col("total"),
             value.cast("double").alias("value"),
-            meets.alias("meets"),
+            ((F.col("rows") >= F.lit(cond.min_rows)) & F.coalesce(compare, F.lit(False))).alias("meets"),
             (end_us == F.lit(bounds.current_end)).alias("current"),
             F.col("sample"),
         )
@@ -160,178 +301,5 @@ def windowed(rule: AlertRule, max_time: datetime) -> Transform:
 
 
 def relevant(df: DataFrame) -> DataFrame:
-    """Keep the rows ``decide`` needs: windows that meet their condition, and every current window.
-
-    Reads and returns: the ``windowed`` columns.
-    """
+    """Keep the ``windowed`` rows a decision needs: windows meeting their condition, and every current window."""
     return df.where(F.col("meets") | F.col("current"))
-
-
-def rows_stream(requests: DataFrame, quarantine: DataFrame) -> DataFrame:
-    """Every processed row, requests and quarantine together: the ``rows`` stream.
-
-    Reads: the requests and quarantine columns named below. Returns:
-    ``databricks_request_id``, ``request_time``, ``endpoint``,
-    ``served_entity_id``, ``requester``, ``model``, ``outcome``,
-    ``status_code``, ``execution_duration_ms``, ``blocked``, ``error_type``,
-    ``source_table``, ``quarantined`` and ``quarantine_reason``. A
-    quarantined row a replay has since moved into requests (status
-    ``resolved``) counts once, as the request.
-    """
-    common = ["databricks_request_id", "request_time", "endpoint", "served_entity_id", "requester",
-              "status_code", "execution_duration_ms", "source_table"]
-    passed = requests.select(
-        *common, "model", "outcome", "blocked", "error_type",
-        F.lit(False).alias("quarantined"), F.lit(None).cast("string").alias("quarantine_reason"),
-    )
-    held = quarantine.where(F.coalesce(F.col("status"), F.lit("open")) != F.lit("resolved")).select(
-        *common, F.lit(None).cast("string").alias("model"), F.lit(None).cast("string").alias("outcome"),
-        F.lit(None).cast("boolean").alias("blocked"), F.lit(None).cast("string").alias("error_type"),
-        F.lit(True).alias("quarantined"), F.col("reason").alias("quarantine_reason"),
-    )
-    return passed.unionByName(held)
-
-
-# --------------------------------------------------------------------------- the decision
-
-
-@dataclass(frozen=True)
-class Measure:
-    """One group's numbers in one window (a collected ``windowed`` row)."""
-
-    group: Mapping[str, str]
-    window_start: datetime
-    window_end: datetime
-    rows: int
-    matched: int | None
-    total: float | None
-    value: float
-    meets: bool
-    current: bool
-    sample: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Mapping) -> Measure:
-        """Build from a collected ``windowed`` row (a ``Row`` or a dict)."""
-        return cls(
-            group=dict(row["group"] or {}),
-            window_start=from_micros(row["window_start_us"]),
-            window_end=from_micros(row["window_end_us"]),
-            rows=int(row["rows"]),
-            matched=None if row["matched"] is None else int(row["matched"]),
-            total=None if row["total"] is None else float(row["total"]),
-            value=float(row["value"] or 0.0),
-            meets=bool(row["meets"]),
-            current=bool(row["current"]),
-            sample=row["sample"],
-        )
-
-
-def _fmt(number: float) -> str:
-    if float(number).is_integer():
-        return f"{int(number):,}"
-    return format(number, ".4g")
-
-
-def describe(rule: AlertRule, m: Measure | None) -> str:
-    """The numbers of one measure in words, e.g. ``82% of 50 rows match blocked``."""
-    cond = rule.condition
-    if m is None or m.rows == 0:
-        return "no rows"
-    if isinstance(cond, RatioCondition):
-        return f"{m.value:.0%} of {m.rows:,} rows match {cond.numerator} ({m.matched:,})"
-    if isinstance(cond, SumCondition):
-        return f"{cond.column} {_fmt(m.total or 0.0)} over {m.rows:,} rows"
-    return f"{m.rows:,} rows"
-
-
-def _threshold_text(rule: AlertRule) -> str:
-    cond = rule.condition
-    value = f"{cond.threshold:.0%}" if isinstance(cond, RatioCondition) else _fmt(cond.threshold)
-    return f"{cond.op} {value}"
-
-
-def _counts(rule: AlertRule, m: Measure | None) -> dict[str, float]:
-    counts: dict[str, float] = {"rows": float(m.rows if m else 0)}
-    if isinstance(rule.condition, RatioCondition):
-        counts["matched"] = float((m.matched or 0) if m else 0)
-    if isinstance(rule.condition, SumCondition):
-        counts["sum"] = float((m.total or 0.0) if m else 0.0)
-    return counts
-
-
-def _details(rule: AlertRule, max_time: datetime, m: Measure | None) -> dict[str, str | int | float | bool | None]:
-    details: dict[str, str | int | float | bool | None] = {
-        "stream": rule.stream,
-        "window": rule.window,
-        "slide": rule.slide or rule.window,
-        "event_time": max_time.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
-    }
-    if rule.description:
-        details["description"] = rule.description[:250]
-    if rule.include_text and m is not None and m.sample:
-        details["sample_error_message"] = m.sample[:_MAX_SAMPLE]
-    return details
-
-
-def fire(rule: AlertRule, m: Measure, *, now: datetime, max_time: datetime) -> Alert:
-    """The firing alert of ``rule`` for the group and window of ``m``."""
-    group = ", ".join(f"{k}={v}" for k, v in sorted(m.group.items())) or "-"
-    summary = f"{rule.name} [{group}]: {describe(rule, m)}, {_threshold_text(rule)} over {rule.window}"
-    return Alert(
-        rule=rule.name, group=m.group, status="firing", severity=rule.severity, summary=summary,
-        value=m.value, threshold=rule.condition.threshold, window_start=m.window_start, window_end=m.window_end,
-        started_at=now, counts=_counts(rule, m), links=tuple((link.text, link.url) for link in rule.links),
-        details=_details(rule, max_time, m),
-    )
-
-
-def resolve(rule: AlertRule | None, firing: Alert, m: Measure | None, *, now: datetime, max_time: datetime,
-            window: tuple[datetime, datetime] | None = None) -> Alert:
-    """The resolved form of ``firing``: its numbers in the current window ``m`` (none when it has no rows)."""
-    if rule is None:
-        return firing.resolve(now, summary=f"{firing.rule} [{firing.group_text()}]: rule removed from config")
-    start, end = (m.window_start, m.window_end) if m is not None else (window or (firing.window_start,
-                                                                                    firing.window_end))
-    summary = (f"{rule.name} [{firing.group_text()}] resolved: {describe(rule, m)}, no window "
-               f"{_threshold_text(rule)} over {rule.window}")
-    return firing.resolve(now, summary=summary, value=m.value if m else 0.0, window_start=start, window_end=end,
-                          counts=_counts(rule, m), details=_details(rule, max_time, m))
-
-
-def decide(rule: AlertRule, measures: Iterable[Measure], firing: Mapping[str, Alert], *, now: datetime,
-           max_time: datetime) -> list[Alert]:
-    """The transitions of ``rule``: fires for groups newly meeting it, resolves for firing groups that no longer do.
-
-    Args:
-        rule: the rule.
-        measures: its ``windowed`` rows (at least every meeting window and every current window).
-        firing: the firing alerts of this rule, by dedup key.
-        now: the wall-clock time of the transition (``started_at`` / ``ended_at``).
-        max_time: the event time evaluated.
-
-    Returns:
-        New firing alerts and resolved alerts, in dedup-key order.
-    """
-    by_key: dict[str, list[Measure]] = {}
-    for m in measures:
-        by_key.setdefault(make_dedup_key(rule.name, m.group), []).append(m)
-    out: list[Alert] = []
-    bounds = span(rule, max_time)
-    current_window = (from_micros(bounds.current_start), from_micros(bounds.current_end))
-    for key in sorted(set(by_key) | set(firing)):
-        ms = by_key.get(key, [])
-        meeting = sorted((m for m in ms if m.meets), key=lambda m: m.window_end)
-        current = next((m for m in ms if m.current), None)
-        if meeting and key not in firing:
-            out.append(fire(rule, meeting[-1], now=now, max_time=max_time))
-        elif not meeting and key in firing:
-            out.append(resolve(rule, firing[key], current, now=now, max_time=max_time, window=current_window))
-    return out
-
-
-def event_id(alert: Alert) -> str:
-    """A stable id of one transition: the dedup key, the status and when it started or ended."""
-    when = alert.ended_at if alert.ended_at is not None else alert.started_at
-    raw = f"{alert.dedup_key}|{alert.status}|{micros(when)}"
-    return hashlib.sha1(raw.encode("utf-8")).hexdigest()  # noqa: S324 - an identifier, not security

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 from gatewatch.settings import AlertRule
 from gatewatch.streams.sinks.model import make_dedup_key
-from gatewatch.transforms.alerts import Measure, decide, event_id, from_micros, micros, span
+from gatewatch.transforms.alert_decision import Measure, decide, event_id, measures_from_rows
+from gatewatch.transforms.alerts import from_micros, micros, span
 
 T = datetime(2026, 3, 2, 9, 7, 30, tzinfo=timezone.utc)
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -88,3 +89,28 @@ class TestDecide:
         [resolved] = decide(RULE, [], {fired.dedup_key: fired}, now=NOW, max_time=moved)
         assert resolved.status == "resolved" and resolved.counts["rows"] == 0
         assert resolved.window_end == from_micros(span(RULE, moved).current_end)
+
+
+class TestCounting:
+    def test_rows_are_counted_into_every_window_that_still_counts(self):
+        """A row counts in each sliding window holding it, among the windows ending within the watermark or current."""
+        def at(minute: int, second: int = 0) -> int:
+            return micros(T.replace(minute=minute, second=second))
+
+        rows = [(at(7, 10), {"endpoint": "chat"}, True, None, None),
+                (at(5, 0), {"endpoint": "chat"}, False, None, None),
+                (at(2, 59), {"endpoint": "chat"}, True, None, None),
+                (at(7, 0), {"endpoint": "calm"}, False, None, None)]
+        measures = measures_from_rows(RULE, rows, T)
+        chat = {(m.window_start.minute, m.window_end.minute): (m.rows, m.matched, m.current)
+                for m in measures if m.group == {"endpoint": "chat"}}
+        # windows ending after 09:05:30 and at most 09:08: 09:01-09:06, 09:02-09:07, 09:03-09:08 (current)
+        assert chat == {(1, 6): (2, 1, False), (2, 7): (2, 1, False), (3, 8): (2, 1, True)}
+        [calm] = [m for m in measures if m.group == {"endpoint": "calm"} and m.current]
+        assert (calm.rows, calm.value, calm.meets) == (1, 0.0, False)
+
+    def test_a_meeting_window_needs_min_rows(self):
+        """Twenty blocked rows in the current window meet the rule; nineteen do not."""
+        rows = [(micros(T) - i * 1_000_000, {"endpoint": "chat"}, True, None, None) for i in range(20)]
+        assert any(m.meets and m.current for m in measures_from_rows(RULE, rows, T))
+        assert not any(m.meets for m in measures_from_rows(RULE, rows[:19], T))
