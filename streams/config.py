@@ -49,7 +49,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         if "=" not in item:
             raise ConfigError(item, "KEY=VALUE after --set")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _scalar(raw)
         node: Any = data
         parts = key.strip().split(".")
         for depth, part in enumerate(parts):
@@ -74,6 +74,16 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
                         node[part] = child
                     node = child
     return data
+
+
+def _scalar(raw: str) -> Any:
+    """An override's value read as YAML (``5``, ``true``, ``[a, b]``); text YAML cannot read stays text."""
+    if not raw.strip():
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def _key(loc: tuple[Any, ...]) -> str:
