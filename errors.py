@@ -122,3 +122,31 @@ class ParserRegistrationError(GatewatchError):
 
 class SinkError(GatewatchError):
     """An alert sink is misconfigured."""
+
+
+class DeployError(GatewatchError):
+    """The workspace refused to create or update the gatewatch job."""
+
+
+class DuplicateJobsError(DeployError):
+    """Several jobs have the name ``gatewatch deploy`` would create or update."""
+
+    def __init__(self, name: str, job_ids: list[int]) -> None:
+        self.job_ids = job_ids
+        super().__init__(
+            f"{len(job_ids)} jobs are named '{name}' (job ids {', '.join(str(i) for i in job_ids)}); "
+            "deploy updates exactly one.",
+            fix="delete or rename all but one of them, or choose another name with --name.",
+        )
+
+
+class DatabricksAuthError(GatewatchError):
+    """No Databricks workspace credentials were found."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no Databricks workspace credentials were found.",
+            fix="set DATABRICKS_HOST=https://<workspace>.cloud.databricks.com and DATABRICKS_TOKEN, "
+            "or run `databricks auth login --host https://<workspace>.cloud.databricks.com` "
+            "and set DATABRICKS_CONFIG_PROFILE; --dry-run needs none.",
+        )

@@ -318,6 +318,153 @@ class AlertSettings(_Frozen):
         return parse_rules(value) if value is not None else ()
 
 
+WORKSPACE_FILE_PREFIXES = ("/Workspace/", "/Volumes/", "/dbfs/")
+"""Where a job on Databricks reads a file as a local path."""
+
+WHEEL_PREFIXES = ("/Workspace/", "/Volumes/", "dbfs:/", "s3://", "s3a://", "abfss://", "gs://")
+"""Where a Databricks job can install a wheel from."""
+
+
+def _deploy_error(key: str, expected: str, got: object = None) -> ConfigError:
+    return ConfigError(f"deploy.{key}", expected, got)
+
+
+class ClusterSettings(_Frozen):
+    """The job cluster created for each run when ``deploy.compute`` is ``cluster``.
+
+    ``num_workers: 0`` makes a single-node cluster. With ``policy_id`` the
+    policy may supply ``node_type_id``; otherwise it is required at deploy.
+    """
+
+    spark_version: str = Field("17.3.x-scala2.13", min_length=1)
+    node_type_id: str | None = None
+    num_workers: int = Field(1, ge=0)
+    data_security_mode: Literal[
+        "SINGLE_USER", "USER_ISOLATION", "DATA_SECURITY_MODE_DEDICATED", "DATA_SECURITY_MODE_STANDARD",
+        "DATA_SECURITY_MODE_AUTO",
+    ] = "SINGLE_USER"
+    policy_id: str | None = None
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+
+
+class ServerlessSettings(_Frozen):
+    """The serverless environment when ``deploy.compute`` is ``serverless``.
+
+    Serverless jobs run only ``available_now`` streams and never continuously.
+    ``dependencies`` are pip requirement lines installed next to the wheel.
+    """
+
+    environment_version: str = "4"
+    dependencies: tuple[str, ...] = ()
+
+    @field_validator("environment_version", mode="before")
+    @classmethod
+    def _version(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str) or not value.strip().isdigit():
+            raise _deploy_error("serverless.environment_version", "a serverless environment version such as '4'",
+                                value)
+        return value
+
+
+class ScheduleSettings(_Frozen):
+    """When an ``available_now`` job runs: a Quartz cron expression in a time zone."""
+
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) not in (6, 7):
+            raise _deploy_error("schedule.cron", "a Quartz cron expression of 6 or 7 fields, e.g. '0 0/15 * * * ?'",
+                                value)
+        return value
+
+
+class RetrySettings(_Frozen):
+    """Task retries of a scheduled or on-demand (``available_now``) job.
+
+    A continuous job takes no retry policy: Databricks restarts a failed run
+    itself with exponential backoff (and retries the task first when
+    ``deploy.task_retry_mode`` is ``ON_FAILURE``), so these keys do not apply to it.
+    """
+
+    max_retries: int = Field(3, ge=-1)
+    min_retry_interval_s: int = Field(60, ge=0)
+    retry_on_timeout: bool = False
+
+
+class EmailSettings(_Frozen):
+    """Addresses Databricks mails when a run of the job starts, succeeds or fails."""
+
+    on_start: tuple[str, ...] = ()
+    on_success: tuple[str, ...] = ()
+    on_failure: tuple[str, ...] = ()
+
+    @field_validator("on_start", "on_success", "on_failure")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...], info: Any) -> tuple[str, ...]:
+        for i, address in enumerate(value):
+            if not re.match(r"^[^@\s]+@[^@\s]+$", address):
+                raise _deploy_error(f"email_notifications.{info.field_name}.{i}", "an email address", address)
+        return value
+
+
+class DeploySettings(_Frozen):
+    """The Databricks job ``gatewatch deploy`` creates or updates (ignored by ``run``).
+
+    The job runs the wheel's ``gatewatch run --config <config_path>``: upload
+    this config there, and the wheel to ``wheel``. A ``processing_time``
+    trigger makes a continuous job; ``available_now`` makes a job that runs on
+    ``schedule``, or when started if there is none.
+    """
+
+    name: str | None = Field(None, min_length=1, max_length=4096)
+    config_path: str | None = None
+    wheel: str | None = None
+    compute: Literal["cluster", "serverless"] = "cluster"
+    cluster: ClusterSettings = ClusterSettings()
+    serverless: ServerlessSettings = ServerlessSettings()
+    paused: bool = False
+    task_retry_mode: Literal["ON_FAILURE", "NEVER"] = "ON_FAILURE"
+    schedule: ScheduleSettings | None = None
+    retries: RetrySettings = RetrySettings()
+    tags: dict[str, str] = Field(default_factory=dict)
+    email_notifications: EmailSettings = EmailSettings()
+    run_args: tuple[str, ...] = ()
+
+    @field_validator("config_path")
+    @classmethod
+    def _config_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(WORKSPACE_FILE_PREFIXES):
+            raise _deploy_error("config_path", "the path where the job reads this config: /Workspace/..., "
+                                "/Volumes/... or /dbfs/...", value)
+        return value
+
+    @field_validator("wheel")
+    @classmethod
+    def _wheel(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.endswith(".whl"):
+            raise _deploy_error("wheel", "a .whl file (build it with `python -m build --wheel`)", value)
+        if not value.startswith(WHEEL_PREFIXES):
+            raise _deploy_error("wheel", "a wheel the workspace can read: /Volumes/..., /Workspace/..., dbfs:/... or "
+                                "a cloud URI (upload a local wheel first, e.g. `databricks fs cp "
+                                "dist/<wheel> dbfs:/Volumes/<catalog>/<schema>/<volume>/`)", value)
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 24:
+            raise _deploy_error("tags", "at most 24 tags (a job takes 25, and gatewatch adds app: gatewatch)",
+                                len(value))
+        return value
+
+
 class Settings(_Frozen):
     """The whole gatewatch configuration."""
 
@@ -330,6 +477,7 @@ class Settings(_Frozen):
     parsers: ParserSettings = ParserSettings()
     alerts: AlertSettings = AlertSettings()
     sinks: tuple[SinkSettings, ...] = ()
+    deploy: DeploySettings = DeploySettings()
 
     @field_validator("sinks", mode="before")
     @classmethod

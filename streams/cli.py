@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +33,9 @@ def _settings(args: argparse.Namespace):
         flags.append(f"checkpoint_root={args.checkpoint}")
     if getattr(args, "available_now", False):
         flags.append("trigger.mode=available_now")
+    for flag, key in (("wheel", "wheel"), ("config_path", "config_path"), ("name", "name"), ("compute", "compute")):
+        if getattr(args, flag, None):
+            flags.append(f"deploy.{key}={json.dumps(getattr(args, flag))}")  # JSON: always a YAML string
     return load_settings(args.config, [*flags, *(args.set or [])])
 
 
@@ -136,6 +140,29 @@ def _cmd_alerts_deliver(args: argparse.Namespace) -> int:
     return 0 if counts["pending"] == 0 else 1
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    import structlog
+
+    from gatewatch.streams.deploy import deploy, workspace_client
+
+    settings = _settings(args)
+    elsewhere = [item.split("=", 1)[0] for item in args.set or [] if not item.startswith(("deploy.", "trigger.mode="))]
+    if elsewhere:
+        structlog.get_logger("gatewatch.deploy").warning(
+            "deploy.overrides_not_deployed", keys=elsewhere,
+            hint="the job reads deploy.config_path without them; put them in that file or in deploy.run_args",
+        )
+    if args.dry_run:
+        result = deploy(settings, None, dry_run=True)
+        print(json.dumps(result.settings, sort_keys=True, indent=2))
+        return 0
+    client = workspace_client()
+    result = deploy(settings, client)
+    host = (client.config.host or "").rstrip("/")
+    print(f"{result.action} job {result.job_id} '{result.name}'" + (f": {host}/jobs/{result.job_id}" if host else ""))
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (default: the packaged conf/gatewatch.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
@@ -181,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(adeliver)
     adeliver.set_defaults(func=_cmd_alerts_deliver)
 
+    dp = sub.add_parser("deploy", help="create or update the Databricks job that runs gatewatch from its wheel")
+    dp.add_argument("--wheel", metavar="PATH_OR_URI", help="the wheel on the workspace: /Volumes/..., /Workspace/..., "
+                    "dbfs:/... or a cloud URI (deploy.wheel)")
+    dp.add_argument("--config-path", metavar="PATH", help="where the job reads this config on the workspace "
+                    "(deploy.config_path)")
+    dp.add_argument("--name", metavar="JOB_NAME", help="the job's name (deploy.name; default gatewatch-<config name>)")
+    dp.add_argument("--compute", choices=("cluster", "serverless"), help="a job cluster or serverless (deploy.compute)")
+    dp.add_argument("--dry-run", action="store_true", help="print the job settings as JSON; contact no workspace")
+    _common(dp)
+    dp.set_defaults(func=_cmd_deploy)
+
     demo = sub.add_parser("demo", help="run the job on local generated traffic and print a summary")
     demo.add_argument("--dir", default="demo-output", help="working folder, emptied first (default: demo-output)")
     demo.add_argument("--commits", type=int, default=5, help="commits written into each table (default: 5)")
@@ -205,6 +243,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gatewatch: interrupted", file=sys.stderr)
         return 130
+
+
+def job_main() -> None:
+    """Entry point of the Databricks wheel task (``gatewatch-job``): fails the task when the command fails.
+
+    The task calls the entry point and ignores what it returns, so a non-zero
+    exit code is raised as ``SystemExit`` instead of returned.
+    """
+    code = main()
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":
