@@ -24,6 +24,8 @@ Decisions, each checked by the tests:
 
 from __future__ import annotations
 
+import functools
+
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -148,6 +150,21 @@ class Contract:
         """The expectation ids, in suite order."""
         return tuple(e.id for e in self.expectations)
 
+    @functools.cached_property
+    def failed_expectations(self) -> Column:
+        """The ``failed_expectations`` column over checked rows, built once and reused for every batch."""
+        checks = [
+            F.when(
+                e.fail,
+                F.struct(
+                    F.lit(e.id).alias("id"), F.lit(e.type).alias("type"), F.lit(e.column).cast("string").alias("column")
+                ),
+            )
+            for e in self.expectations
+        ]
+        failed = F.filter(F.array(*checks), lambda r: r.isNotNull()) if checks else F.array()
+        return failed.cast(FAILED_EXPECTATIONS)
+
 
 def compile_suite(suite: ExpectationSuite) -> Contract:
     """Compile every expectation of ``suite`` into a row-level fail predicate.
@@ -197,23 +214,18 @@ def with_contract_results(contract: Contract) -> Transform:
     """
 
     def apply(df: DataFrame) -> DataFrame:
-        _require_columns(df, contract)
-        checks = [
-            F.when(
-                e.fail,
-                F.struct(
-                    F.lit(e.id).alias("id"), F.lit(e.type).alias("type"), F.lit(e.column).cast("string").alias("column")
-                ),
-            )
-            for e in contract.expectations
-        ]
-        failed = F.filter(F.array(*checks), lambda r: r.isNotNull()) if checks else F.array()
-        return df.withColumn("failed_expectations", failed.cast(FAILED_EXPECTATIONS))
+        require_columns(df, contract)
+        return df.withColumn("failed_expectations", contract.failed_expectations)
 
     return apply
 
 
-def _require_columns(df: DataFrame, contract: Contract) -> None:
+def require_columns(df: DataFrame, contract: Contract) -> None:
+    """Check that ``df`` has every column the contract's expectations read.
+
+    Raises:
+        ConfigError: an expectation names a column ``df`` does not have.
+    """
     present = {c.lower() for c in df.columns}
     for e in contract.expectations:
         missing = [c for c in e.reads if c.lower() not in present and c.split(".")[0].lower() not in present]

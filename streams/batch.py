@@ -8,6 +8,8 @@ id), so a batch replayed after a crash writes nothing twice.
 from __future__ import annotations
 
 import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,10 +17,12 @@ from typing import Any
 
 import structlog
 from pyspark import StorageLevel
+from pyspark.util import inheritable_thread_target
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from gatewatch.streams import outputs as out
+from gatewatch.transforms import staging as S
 from gatewatch.transforms.events import is_flagged, safety_events, token_events
 from gatewatch.transforms.pipeline import (
     PROCESSED_CHANGE_TYPES,
@@ -31,6 +35,7 @@ from gatewatch.transforms.pipeline import (
 log = structlog.get_logger("gatewatch.batch")
 
 Clock = Callable[[], datetime]
+Append = tuple[DataFrame, out.Table, int]
 BatchHook = Callable[["BatchContext", DataFrame, int, dict[str, Any]], None]
 
 
@@ -58,32 +63,58 @@ class BatchContext:
 def apply_contract(parsed: DataFrame, contract: Any | None) -> DataFrame:
     """Check parsed rows with an outcome against the contract; failures are quarantined.
 
-    Reads: parsed rows. Adds: ``failed_expectations`` (empty for rows that
-    pass or were already set aside) and sets ``quarantine_reason`` to
-    ``expectation_failed`` for rows that fail.
+    Reads: parsed rows. Adds: ``source_commit_version`` and
+    ``source_commit_timestamp`` (lineage), ``failed_expectations`` (empty for
+    rows that pass or were already set aside) and sets ``quarantine_reason``
+    to ``expectation_failed`` for rows that fail.
     """
+    if contract is not None:
+        from gatewatch.quarantine.contract import require_columns
+
+        require_columns(parsed, contract)
+    return parsed.transform(_contract_steps(contract))
+
+
+_CONTRACT_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_NO_CONTRACT: list[S.Steps] = []
+
+
+def _contract_steps(contract: Any | None) -> S.Steps:
+    """The contract's steps, built once per contract (and once for no contract)."""
+    if contract is None:
+        if not _NO_CONTRACT:
+            _NO_CONTRACT.append(S.Steps(lambda: _contract_step_list(None)))
+        return _NO_CONTRACT[0]
+    steps = _CONTRACT_STEPS.get(contract)
+    if steps is None:
+        steps = _CONTRACT_STEPS[contract] = S.Steps(lambda: _contract_step_list(contract))
+    return steps
+
+
+def _contract_step_list(contract: Any | None) -> list[S.Step]:
     from pyspark.sql.types import ArrayType
 
     from gatewatch.schemas import FAILED_EXPECTATION
 
-    lineage = parsed.withColumns(
+    lineage = S.with_columns(
         {"source_commit_version": F.col("_commit_version"), "source_commit_timestamp": F.col("_commit_timestamp")}
     )
     empty = F.array().cast(ArrayType(FAILED_EXPECTATION))
     if contract is None:
-        return lineage.withColumn("failed_expectations", empty)
-    from gatewatch.quarantine.contract import with_contract_results
-
-    checked = lineage.transform(with_contract_results(contract))
+        return [lineage, S.with_columns({"failed_expectations": empty})]
     has_outcome = F.col("outcome").isNotNull()
     failed = has_outcome & (F.size("failed_expectations") > 0)
-    return checked.withColumns(
-        {
-            "failed_expectations": F.when(has_outcome, F.col("failed_expectations")).otherwise(empty),
-            "quarantine_reason": F.when(failed, F.lit("expectation_failed")).otherwise(F.col("quarantine_reason")),
-            "outcome": F.when(failed, F.lit(None).cast("string")).otherwise(F.col("outcome")),
-        }
-    )
+    return [
+        lineage,
+        S.with_columns({"failed_expectations": contract.failed_expectations}),
+        S.with_columns(
+            {
+                "failed_expectations": F.when(has_outcome, F.col("failed_expectations")).otherwise(empty),
+                "quarantine_reason": F.when(failed, F.lit("expectation_failed")).otherwise(F.col("quarantine_reason")),
+                "outcome": F.when(failed, F.lit(None).cast("string")).otherwise(F.col("outcome")),
+            }
+        ),
+    ]
 
 
 def process(batch: DataFrame, contract: Any | None) -> DataFrame:
@@ -92,6 +123,23 @@ def process(batch: DataFrame, contract: Any | None) -> DataFrame:
     return rows.transform(parse_inference_rows()).transform(
         lambda df: apply_contract(df, contract)
     )
+
+
+def materialize(df: DataFrame) -> DataFrame:
+    """Compute ``df`` once and keep its rows (memory, spilling to disk) under a plan that is only those rows.
+
+    Every later query over the result plans in milliseconds instead of
+    re-planning the whole parse. Free it with ``release``.
+    """
+    return df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+
+
+def release(df: DataFrame) -> None:
+    """Free the rows ``materialize`` kept (Spark Connect frees them with the session)."""
+    try:
+        df._jdf.queryExecution().analyzed().rdd().unpersist(False)
+    except Exception:  # noqa: BLE001 - no JVM handle (Spark Connect) or already gone
+        log.debug("release_skipped")
 
 
 def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str, Any]:
@@ -105,8 +153,8 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
     spark = batch.sparkSession
     timings: dict[str, float] = {}
     # The source is read once: the change feed rows are kept for the counts and the parse.
-    raw = batch.persist(StorageLevel.MEMORY_AND_DISK)
-    parsed = process(raw, ctx.contract).persist(StorageLevel.MEMORY_AND_DISK)
+    raw = materialize(batch)
+    parsed = materialize(process(raw, ctx.contract))
     try:
         grouped = parsed.groupBy("_change_type", "outcome", "quarantine_reason").agg(
             F.count("*").alias("n"), *_event_counts()
@@ -123,6 +171,7 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
             .groupBy("_change_type").agg(F.count("*").alias("n")).collect()
         }
         requests = parsed.transform(requests_view())
+        quarantined = sum(n for k, n in counts.items() if k[1] is None)
         if any(k[0] == "update_postimage" and k[1] is not None for k in counts):
             latest = requests.transform(latest_per_request("source_commit_version"))
             with out.idempotent_dml(spark, ctx.app_id, batch_id):
@@ -134,10 +183,14 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
                     .execute()
                 )
                 _merge_events(ctx, spark, latest)
+            appends = [(parsed.transform(quarantine_view(now)), ctx.quarantine, quarantined)]
         else:
-            out.append(requests, ctx.requests, ctx.app_id, batch_id)
-            _append_events(ctx, requests, batch_id)
-        out.append(parsed.transform(quarantine_view(now)), ctx.quarantine, ctx.app_id, batch_id)
+            appends = [
+                (requests, ctx.requests, sum(n for k, n in counts.items() if k[1] is not None)),
+                (parsed.transform(quarantine_view(now)), ctx.quarantine, quarantined),
+                *_event_appends(ctx, requests, events),
+            ]
+        _append_all(ctx, appends, batch_id)
         timings["write_s"] = time.monotonic() - started - timings["parse_s"]
         metrics = _metrics(ctx, batch_id, counts, skipped, time.monotonic() - started)
         metrics.update(events)
@@ -145,8 +198,8 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
         for hook in ctx.hooks:
             hook(ctx, parsed, batch_id, metrics)
     finally:
-        parsed.unpersist()
-        raw.unpersist()
+        release(parsed)
+        release(raw)
     log.info("batch", **metrics)
     if ctx.on_metrics:
         ctx.on_metrics(metrics)
@@ -194,12 +247,36 @@ def _event_counts() -> list:
     ]
 
 
-def _append_events(ctx: BatchContext, requests: DataFrame, batch_id: int) -> None:
-    """Append the batch's token-usage and safety events, once per (app id, batch id)."""
+def _event_appends(ctx: BatchContext, requests: DataFrame, counts: dict[str, Any]) -> list[Append]:
+    """The batch's token-usage and safety event appends, with their row counts."""
+    appends: list[Append] = []
     if ctx.token_events is not None:
-        out.append(requests.transform(token_events), ctx.token_events, ctx.app_id, batch_id)
+        appends.append((requests.transform(token_events), ctx.token_events, counts["token_events"]))
     if ctx.safety_events is not None:
-        out.append(requests.transform(safety_events), ctx.safety_events, ctx.app_id, batch_id)
+        appends.append((requests.transform(safety_events), ctx.safety_events, counts["safety_events"]))
+    return appends
+
+
+def _append_all(ctx: BatchContext, appends: list[Append], batch_id: int) -> None:
+    """Append to each table once per (app id, batch id), the tables in parallel.
+
+    An append with no rows is skipped (there is nothing to write twice).
+    Every idempotent append makes Delta look up the table's transactions,
+    which costs a state reconstruction of that table: running them in
+    parallel overlaps those, and one that fails fails the batch after the
+    others finished (the retried batch skips the appends that committed).
+    """
+    todo = [(df, table) for df, table, rows in appends if rows]
+    if len(todo) <= 1:
+        for df, table in todo:
+            out.append(df, table, ctx.app_id, batch_id)
+        return
+    with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="gatewatch-append") as pool:
+        futures = [
+            pool.submit(inheritable_thread_target(out.append), df, table, ctx.app_id, batch_id) for df, table in todo
+        ]
+        for future in futures:
+            future.result()
 
 
 def _merge_events(ctx: BatchContext, spark, latest: DataFrame) -> None:

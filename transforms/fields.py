@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from gatewatch.transforms import staging as S
 from gatewatch.transforms import variant as V
 
 _TRACE_META = "$.databricks_output.trace.info.trace_metadata"
@@ -75,8 +76,13 @@ def with_common_fields() -> Callable[[DataFrame], DataFrame]:
     ``_model``, ``_trace_id``, ``_finish_first``, ``_finish_last``.
     """
 
-    def apply(df: DataFrame) -> DataFrame:
-        staged = df.withColumns(
+    return _FIELDS
+
+
+def _fields_steps() -> list[S.Step]:
+    usage = F.col("_usage_obj")
+    return [
+        S.with_columns(
             {
                 "_usage_obj": stream_usage(),
                 "_model": model(),
@@ -84,11 +90,13 @@ def with_common_fields() -> Callable[[DataFrame], DataFrame]:
                 "_finish_first": _finish_reason(last=False),
                 "_finish_last": _finish_reason(last=True),
             }
-        )
-        usage = F.col("_usage_obj")
-        return staged.withColumn("_usage", F.when(usage.isNotNull(), _usage_struct(usage))).drop("_usage_obj")
+        ),
+        S.with_columns({"_usage": F.when(usage.isNotNull(), _usage_struct(usage))}),
+        S.drop("_usage_obj"),
+    ]
 
-    return apply
+
+_FIELDS = S.Steps(_fields_steps)
 
 
 def model_name() -> Column:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from gatewatch.transforms import staging as S
 from gatewatch.transforms import variant as V
 
 Transform = Callable[[DataFrame], DataFrame]
@@ -125,64 +126,68 @@ def with_outcome() -> Transform:
     ``_finish_reasons``, ``_incomplete_reason``, ``_content_seen``.
     """
 
-    def apply(df: DataFrame) -> DataFrame:
-        resp, chunks, error = F.col("_resp"), F.col("_chunks"), F.col("_error")
-        features = df.withColumns(
-            {
-                "_shape": _shape(resp, chunks, error),
-                "_raw_flags": _all_flags(resp, chunks, F.col("_trace_outputs"), error),
-                "_finish_reasons": _finish_reasons(resp, chunks, F.col("_trace_outputs")),
-                "_incomplete_reason": _incomplete_reason(resp, chunks),
-                "_content_seen": _content_seen(resp, chunks),
-                "_req_stream": V.get(F.col("_req"), "$.stream", "boolean"),
-            }
-        ).withColumn("safety_flags", V.merge_flags(F.col("_raw_flags")))
-        flags, status, shape = F.col("safety_flags"), F.col("status_code"), F.col("_shape")
-        resp_says_stream = (shape == "chunks") | F.coalesce(
-            V.get(resp, "$.object") == "chat.completion.chunk", F.lit(False)
-        )
-        not_logged = F.coalesce(F.size(F.col("logging_error_codes")) > 0, F.lit(False))
-        signals = features.withColumns(
-            {
-                "is_stream": F.when(F.coalesce(F.col("_req_stream"), F.lit(False)) | resp_says_stream, F.lit(True))
-                .when(F.col("_req").isNotNull() | resp.isNotNull(), F.lit(False)),
-                "_prompt_blocked": _is_filter_error(error) | V.any_filtered(flags, "prompt"),
-                "_completion_cut": F.coalesce(F.array_contains(F.col("_finish_reasons"), "content_filter"), F.lit(False))
-                | F.coalesce(F.col("_incomplete_reason") == "content_filter", F.lit(False))
-                | V.any_filtered(flags, "completion"),
-                "_invalid": F.col("_req_invalid") | F.col("_resp_invalid"),
-                "_unknown": (shape == "unknown")
-                | ((shape == "none") & ~not_logged & F.coalesce(status < 400, F.lit(True))),
-            }
-        )
-        blocked = F.col("_prompt_blocked") | F.col("_completion_cut")
-        failed = (
-            error.isNotNull()
-            | F.coalesce(status >= 400, F.lit(False))
-            | F.coalesce(F.col("_incomplete_reason").isNotNull() & ~F.col("_completion_cut"), F.lit(False))
-        )
-        stream = F.coalesce(F.col("is_stream"), F.lit(False))
-        quarantined = F.col("_invalid") | F.col("_unknown")
-        outcome = (
-            F.when(quarantined, F.lit(None).cast("string"))
-            .when(blocked & stream & F.col("_content_seen"), F.lit("stream_blocked_partial"))
-            .when(blocked & stream, F.lit("stream_blocked_immediate"))
-            .when(blocked, F.lit("predict_blocked"))
-            .when(failed, F.lit("error"))
-            .when(stream, F.lit("stream_ok"))
-            .otherwise(F.lit("predict_ok"))
-        )
-        return signals.withColumns(
-            {
-                "outcome": outcome,
-                "quarantine_reason": F.when(F.col("_invalid"), F.lit("json_parse_error")).when(
-                    F.col("_unknown"), F.lit("unknown_shape")
-                ),
-                "blocked": blocked & ~quarantined,
-                "blocked_stage": F.when(~quarantined & F.col("_prompt_blocked"), F.lit("prompt")).when(
-                    ~quarantined & F.col("_completion_cut"), F.lit("completion")
-                ),
-            }
-        )
+    return _OUTCOME
 
-    return apply
+
+def _outcome_steps() -> list[S.Step]:
+    resp, chunks, error = F.col("_resp"), F.col("_chunks"), F.col("_error")
+    features = {
+        "_shape": _shape(resp, chunks, error),
+        "_raw_flags": _all_flags(resp, chunks, F.col("_trace_outputs"), error),
+        "_finish_reasons": _finish_reasons(resp, chunks, F.col("_trace_outputs")),
+        "_incomplete_reason": _incomplete_reason(resp, chunks),
+        "_content_seen": _content_seen(resp, chunks),
+        "_req_stream": V.get(F.col("_req"), "$.stream", "boolean"),
+    }
+    flags, status, shape = F.col("safety_flags"), F.col("status_code"), F.col("_shape")
+    resp_says_stream = (shape == "chunks") | F.coalesce(
+        V.get(resp, "$.object") == "chat.completion.chunk", F.lit(False)
+    )
+    not_logged = F.coalesce(F.size(F.col("logging_error_codes")) > 0, F.lit(False))
+    signals = {
+        "is_stream": F.when(F.coalesce(F.col("_req_stream"), F.lit(False)) | resp_says_stream, F.lit(True))
+        .when(F.col("_req").isNotNull() | resp.isNotNull(), F.lit(False)),
+        "_prompt_blocked": _is_filter_error(error) | V.any_filtered(flags, "prompt"),
+        "_completion_cut": F.coalesce(F.array_contains(F.col("_finish_reasons"), "content_filter"), F.lit(False))
+        | F.coalesce(F.col("_incomplete_reason") == "content_filter", F.lit(False))
+        | V.any_filtered(flags, "completion"),
+        "_invalid": F.col("_req_invalid") | F.col("_resp_invalid"),
+        "_unknown": (shape == "unknown")
+        | ((shape == "none") & ~not_logged & F.coalesce(status < 400, F.lit(True))),
+    }
+    blocked = F.col("_prompt_blocked") | F.col("_completion_cut")
+    failed = (
+        error.isNotNull()
+        | F.coalesce(status >= 400, F.lit(False))
+        | F.coalesce(F.col("_incomplete_reason").isNotNull() & ~F.col("_completion_cut"), F.lit(False))
+    )
+    stream = F.coalesce(F.col("is_stream"), F.lit(False))
+    quarantined = F.col("_invalid") | F.col("_unknown")
+    outcome = (
+        F.when(quarantined, F.lit(None).cast("string"))
+        .when(blocked & stream & F.col("_content_seen"), F.lit("stream_blocked_partial"))
+        .when(blocked & stream, F.lit("stream_blocked_immediate"))
+        .when(blocked, F.lit("predict_blocked"))
+        .when(failed, F.lit("error"))
+        .when(stream, F.lit("stream_ok"))
+        .otherwise(F.lit("predict_ok"))
+    )
+    classified = {
+        "outcome": outcome,
+        "quarantine_reason": F.when(F.col("_invalid"), F.lit("json_parse_error")).when(
+            F.col("_unknown"), F.lit("unknown_shape")
+        ),
+        "blocked": blocked & ~quarantined,
+        "blocked_stage": F.when(~quarantined & F.col("_prompt_blocked"), F.lit("prompt")).when(
+            ~quarantined & F.col("_completion_cut"), F.lit("completion")
+        ),
+    }
+    return [
+        S.with_columns(features),
+        S.with_columns({"safety_flags": V.merge_flags(F.col("_raw_flags"))}),
+        S.with_columns(signals),
+        S.with_columns(classified),
+    ]
+
+
+_OUTCOME = S.Steps(_outcome_steps)

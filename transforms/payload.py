@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from gatewatch.transforms import staging as S
 from gatewatch.transforms import variant as V
 
 Transform = Callable[[DataFrame], DataFrame]
@@ -85,20 +86,28 @@ def _stream_error(chunks: Column) -> Column:
     )
 
 
-def _provider_error() -> tuple[Column, Column]:
-    """The provider's error object wherever it sits, and where it was found."""
+_CANDIDATES: tuple[str, ...] = ("gateway", "stream_event", "responses", "provider", "trace_exception")
+
+
+def _error_candidates() -> dict[str, Column]:
+    """Each place the provider's error object may sit, as a helper column ``_perr_<place>``."""
     gw, exc, resp = F.col("_gw_inner"), F.col("_exc_inner"), F.col("_resp")
-    candidates = [
-        ("gateway", V.first(_object(gw, "$.external_model_error.error"), _object(gw, "$.error"))),
-        ("stream_event", _stream_error(F.col("_chunks"))),
-        ("responses", F.when(V.get(resp, "$.status") == "failed", _object(resp, "$.error"))),
-        ("provider", _object(resp, "$.error")),
-        ("trace_exception", V.first(_object(exc, "$.external_model_error.error"), _object(exc, "$.error"))),
-    ]
-    error = V.first(*[c for _, c in candidates])
+    candidates = {
+        "gateway": V.first(_object(gw, "$.external_model_error.error"), _object(gw, "$.error")),
+        "stream_event": _stream_error(F.col("_chunks")),
+        "responses": F.when(V.get(resp, "$.status") == "failed", _object(resp, "$.error")),
+        "provider": _object(resp, "$.error"),
+        "trace_exception": V.first(_object(exc, "$.external_model_error.error"), _object(exc, "$.error")),
+    }
+    return {f"_perr_{name}": candidates[name] for name in _CANDIDATES}
+
+
+def _provider_error() -> tuple[Column, Column]:
+    """The provider's error object wherever it sits (the first candidate found), and where it was found."""
+    error = V.first(*[F.col(f"_perr_{name}") for name in _CANDIDATES])
     origin = F.lit(None).cast("string")
-    for name, c in reversed(candidates):
-        origin = F.when(c.isNotNull(), F.lit(name)).otherwise(origin)
+    for name in reversed(_CANDIDATES):
+        origin = F.when(F.col(f"_perr_{name}").isNotNull(), F.lit(name)).otherwise(origin)
     return error, origin
 
 
@@ -124,6 +133,40 @@ def _error_struct() -> Column:
     return F.when(err.isNotNull() | gw_code.isNotNull() | exception.isNotNull(), struct)
 
 
+def _payload_steps() -> list[S.Step]:
+    resp = F.col("_resp")
+    error, origin = _provider_error()
+    return [
+        S.with_columns({"_req": V.parse(F.col("request")), "_resp": V.parse(F.col("response"))}),
+        S.with_columns(
+            {
+                "_req_invalid": F.col("request").isNotNull() & F.col("_req").isNull(),
+                "_resp_invalid": F.col("response").isNotNull() & F.col("_resp").isNull(),
+                "_chunks": V.items(resp),
+                "_trace_outputs": _trace_outputs(resp),
+                "_exception": _exception_message(resp),
+                "_gw_code": V.get(resp, "$.error_code"),
+                "_gw_message": F.when(V.get(resp, "$.error_code").isNotNull(), V.get(resp, "$.message")),
+            }
+        ),
+        S.with_columns(
+            {
+                "_gw_inner": V.parse(F.col("_gw_message")),
+                "_exc_inner": V.parse(
+                    F.regexp_replace(F.regexp_extract(F.col("_exception"), _REPR_MESSAGE, 1), r"\\'", "'")
+                ),
+            }
+        ),
+        S.with_columns(_error_candidates()),
+        S.with_columns({"_perr": error, "_perr_origin": origin}),
+        S.with_columns({"_error": _error_struct()}),
+        S.drop("_gw_inner", "_exc_inner", *[f"_perr_{name}" for name in _CANDIDATES]),
+    ]
+
+
+_PAYLOADS = S.Steps(_payload_steps)
+
+
 def with_parsed_payloads() -> Transform:
     """Parse the JSON payloads once and locate chunks, trace outputs and errors.
 
@@ -136,37 +179,6 @@ def with_parsed_payloads() -> Transform:
     ``_perr`` / ``_perr_origin`` (the provider's error object and where it
     was found) and ``_error`` (struct: code, message, type, param,
     http_status, flags, origin; null when the response carries no error).
+    Each candidate place of the error is computed once, in its own column.
     """
-
-    def apply(df: DataFrame) -> DataFrame:
-        resp = F.col("_resp")
-        staged = (
-            df.withColumns({"_req": V.parse(F.col("request")), "_resp": V.parse(F.col("response"))})
-            .withColumns(
-                {
-                    "_req_invalid": F.col("request").isNotNull() & F.col("_req").isNull(),
-                    "_resp_invalid": F.col("response").isNotNull() & F.col("_resp").isNull(),
-                    "_chunks": V.items(resp),
-                    "_trace_outputs": _trace_outputs(resp),
-                    "_exception": _exception_message(resp),
-                    "_gw_code": V.get(resp, "$.error_code"),
-                    "_gw_message": F.when(V.get(resp, "$.error_code").isNotNull(), V.get(resp, "$.message")),
-                }
-            )
-            .withColumns(
-                {
-                    "_gw_inner": V.parse(F.col("_gw_message")),
-                    "_exc_inner": V.parse(
-                        F.regexp_replace(F.regexp_extract(F.col("_exception"), _REPR_MESSAGE, 1), r"\\'", "'")
-                    ),
-                }
-            )
-        )
-        error, origin = _provider_error()
-        return (
-            staged.withColumns({"_perr": error, "_perr_origin": origin})
-            .withColumn("_error", _error_struct())
-            .drop("_gw_inner", "_exc_inner")
-        )
-
-    return apply
+    return _PAYLOADS

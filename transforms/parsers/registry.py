@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from gatewatch.errors import ParserRegistrationError
 from gatewatch.schemas import OUTCOMES, PARSED_COLUMNS, REQUESTS
+from gatewatch.transforms import staging as S
 from gatewatch.transforms import variant as V
 
 ColumnsFn = Callable[[], dict[str, Column]]
@@ -121,14 +122,13 @@ def parser_version_tag() -> str:
     return ",".join(p.label for p in parsers)
 
 
-def dispatch(df: DataFrame) -> DataFrame:
-    """Run every row through the parser of its outcome, or a shape parser that claims it.
+def _registry_key() -> tuple:
+    _builtin()
+    parsers = (*OUTCOME_PARSERS.values(), *SHAPE_PARSERS.values())
+    return (S.gateway_key(), tuple((p.name, p.version, id(p.columns), id(p.matches)) for p in parsers))
 
-    Reads: ``outcome``, ``quarantine_reason`` and the helper columns.
-    Adds: every parsed requests column, ``parser`` and ``parser_version``;
-    ``outcome`` and ``quarantine_reason`` are updated for rows a shape parser
-    claimed. Rows no parser handled keep a null ``outcome``.
-    """
+
+def _dispatch_steps() -> list[S.Step]:
     _builtin()
     # Shape parsers first: they may claim unknown rows and give them an outcome.
     claimed_by = F.lit(None).cast("string")
@@ -136,7 +136,6 @@ def dispatch(df: DataFrame) -> DataFrame:
         assert parser.matches is not None
         mine = (F.col("quarantine_reason") == "unknown_shape") & F.coalesce(parser.matches(), F.lit(False))
         claimed_by = F.when(mine, F.lit(parser.name)).otherwise(claimed_by)
-    out = df.withColumn("_claimed_by", claimed_by)
     shape_values = {p.name: p.columns() for p in SHAPE_PARSERS.values()}
     outcome_values = {o: p.columns() for o, p in OUTCOME_PARSERS.items()}
 
@@ -161,18 +160,32 @@ def dispatch(df: DataFrame) -> DataFrame:
     for parser in SHAPE_PARSERS.values():
         label = F.when(F.col("_claimed_by") == parser.name, F.lit(parser.label)).otherwise(label)
         name = F.when(F.col("_claimed_by") == parser.name, F.lit(parser.name)).otherwise(name)
-    out = out.withColumns(parsed).withColumns(
-        {
-            "parser": name,
-            "parser_version": F.coalesce(label, F.lit(parser_version_tag())),
-        }
-    )
     resolved = F.col("outcome").isin(*OUTCOMES)
-    return out.withColumns(
-        {
-            "outcome": F.when(resolved, F.col("outcome")),
-            "quarantine_reason": F.when(resolved, F.lit(None).cast("string")).otherwise(
-                F.coalesce(F.col("quarantine_reason"), F.lit("unknown_shape"))
-            ),
-        }
-    ).drop("_claimed_by")
+    return [
+        S.with_columns({"_claimed_by": claimed_by}),
+        S.with_columns(parsed),
+        S.with_columns({"parser": name, "parser_version": F.coalesce(label, F.lit(parser_version_tag()))}),
+        S.with_columns(
+            {
+                "outcome": F.when(resolved, F.col("outcome")),
+                "quarantine_reason": F.when(resolved, F.lit(None).cast("string")).otherwise(
+                    F.coalesce(F.col("quarantine_reason"), F.lit("unknown_shape"))
+                ),
+            }
+        ),
+        S.drop("_claimed_by"),
+    ]
+
+
+dispatch = S.Steps(
+    _dispatch_steps,
+    key=_registry_key,
+    doc="""Run every row through the parser of its outcome, or a shape parser that claims it.
+
+    Reads: ``outcome``, ``quarantine_reason`` and the helper columns.
+    Adds: every parsed requests column, ``parser`` and ``parser_version``;
+    ``outcome`` and ``quarantine_reason`` are updated for rows a shape parser
+    claimed. Rows no parser handled keep a null ``outcome``. The columns are
+    rebuilt when a parser is registered or removed.
+    """,
+)

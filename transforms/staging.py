@@ -1,0 +1,97 @@
+"""Transforms as fixed steps whose column expressions are built once.
+
+Building a parse's column expressions is most of the cost of a small
+micro-batch: every ``F.*`` call is a round trip to the JVM, and the parse has
+thousands of them. The expressions name columns and never depend on the
+DataFrame they are applied to, so a ``Steps`` transform builds them on first
+use and applies the same ones to every batch. ``key`` says when they must be
+rebuilt (a parser registered since, another Spark gateway).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+from pyspark.sql import Column, DataFrame
+
+
+@dataclass(frozen=True)
+class WithColumns:
+    """Add or replace columns (one projection)."""
+
+    columns: dict[str, Column]
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Drop helper columns."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Where:
+    """Keep the rows where ``condition`` holds."""
+
+    condition: Column
+
+
+Step = Union[WithColumns, Drop, Where]
+
+
+def with_columns(columns: dict[str, Column]) -> WithColumns:
+    return WithColumns(columns)
+
+
+def drop(*names: str) -> Drop:
+    return Drop(tuple(names))
+
+
+def where(condition: Column) -> Where:
+    return Where(condition)
+
+
+def gateway_key() -> Hashable:
+    """Which Spark gateway the expressions belong to (None under Spark Connect)."""
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    return None if sc is None else id(sc._gateway)
+
+
+class Steps:
+    """A ``DataFrame -> DataFrame`` transform made of steps built once per ``key``.
+
+    ``build`` returns the steps; it is called again only when ``key()``
+    changes. Calling the object applies the steps in order.
+    """
+
+    def __init__(
+        self, build: Callable[[], Sequence[Step]], key: Callable[[], Hashable] = gateway_key, doc: str | None = None
+    ) -> None:
+        self.__doc__ = doc or build.__doc__
+        self._build = build
+        self._key = key
+        self._built: tuple[Hashable, tuple[Step, ...]] | None = None
+        self._lock = threading.Lock()
+
+    def steps(self) -> tuple[Step, ...]:
+        """The steps, built now if the key changed since they were last built."""
+        key = self._key()
+        with self._lock:
+            if self._built is None or self._built[0] != key:
+                self._built = (key, tuple(self._build()))
+            return self._built[1]
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        for step in self.steps():
+            if isinstance(step, WithColumns):
+                df = df.withColumns(step.columns)
+            elif isinstance(step, Drop):
+                df = df.drop(*step.names)
+            else:
+                df = df.where(step.condition)
+        return df
