@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(DEPS): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q hatchling ".[test]"
+	$(BIN)/pip install -q hatchling ".[local,test]"
 	touch $(DEPS)
 
 install: $(DEPS)
