@@ -13,12 +13,17 @@ Modes:
   alert rules, commits blocked requests on one endpoint in rounds, and
   reports p50/p95 from the commit that tips ``content_filter_spike`` to the
   alert reaching a loopback webhook receiver (``bench/alert_latency.py``).
+- ``contract``: the cost of the in-stream contract: reads the same change
+  feed once (kept in memory and on disk), then runs the parse with the
+  contract off and on over it into Spark's ``noop`` sink, in one process,
+  and prints rows/s of each and the overhead.
 - ``latency``: runs the job with a 1 second trigger, commits small batches
   of rows every ``--every`` seconds, and reports p50/p95 of the time from a
   commit landing in the source (its Delta commit timestamp) to its rows
   being committed in the requests table.
 
     python bench/throughput.py --rows 1000000
+    python bench/throughput.py --mode contract --dir /tmp/bench1m
     python bench/throughput.py --mode latency --commits 30
     python bench/throughput.py --mode alert-latency --commits 20
 """
@@ -198,6 +203,37 @@ def latency(args: argparse.Namespace) -> None:
     print(f"  p50 {p50:.2f}s   p95 {p95:.2f}s   max {lat[-1]:.2f}s")
 
 
+def contract_overhead(args: argparse.Namespace) -> None:
+    from pyspark import StorageLevel
+
+    from gatewatch.quarantine.contract import compile_suite, load_suite
+    from gatewatch.settings import SourceSettings
+    from gatewatch.streams.batch import process
+    from gatewatch.streams.source import to_canonical
+
+    work = Path(args.dir or tempfile.mkdtemp(prefix="gatewatch-bench-"))
+    table = work / "source"
+    spark = _spark()
+    if not table.exists():
+        print(f"Generating {args.rows:,} rows into {table} ...", flush=True)
+        write_source(spark, table, args.rows, args.commits, args.seed)
+    feed = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).load(str(table))
+    rows = to_canonical(feed, "gateway", SourceSettings(table=str(table), endpoint="chat-prod"))
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    n = rows.count()
+    print(f"{n:,} change-feed rows read and kept", flush=True)
+    contract = compile_suite(load_suite())
+    results = {}
+    for label, c in (("contract off", None), ("contract on", contract)):
+        started = time.monotonic()
+        process(rows, c).write.format("noop").mode("overwrite").save()
+        seconds = time.monotonic() - started
+        results[label] = n / seconds
+        print(f"  {label:13s} {seconds:8.1f}s  -> {n / seconds:,.0f} rows/s", flush=True)
+    overhead = results["contract off"] / results["contract on"] - 1
+    print(f"  contract overhead {overhead:.1%} (time with / time without, minus one)")
+
+
 def _history(spark, table: Path):
     from delta.tables import DeltaTable
 
@@ -234,7 +270,7 @@ def alert_latency(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=("throughput", "latency", "alert-latency"), default="throughput")
+    p.add_argument("--mode", choices=("throughput", "contract", "latency", "alert-latency"), default="throughput")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--commits", type=int, default=10)
     p.add_argument("--batch-rows", type=int, default=50, help="latency: rows per commit")
@@ -243,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-contract", dest="contract", action="store_false")
     p.add_argument("--dir", help="work folder (kept; an existing source table is reused)")
     args = p.parse_args(argv)
-    modes = {"throughput": throughput, "latency": latency, "alert-latency": alert_latency}
+    modes = {"throughput": throughput, "contract": contract_overhead, "latency": latency,
+             "alert-latency": alert_latency}
     modes[args.mode](args)
 
 
