@@ -13,58 +13,27 @@ from pathlib import Path
 
 import pytest
 
-from gatewatch.settings import OutputSettings, Settings, SourceSettings, TriggerSettings
 from gatewatch.streams import traffic
 from gatewatch.streams.job import Job
-
-
-def _settings(source: Path, out: Path, ckpt: Path, **trigger) -> Settings:
-    return Settings(
-        sources=(SourceSettings(table=str(source), endpoint="chat-prod"),),
-        output=OutputSettings(location=str(out)),
-        checkpoint_root=str(ckpt),
-        trigger=TriggerSettings(**(trigger or {"mode": "processing_time", "interval": "1 second"})),
-    )
-
-
-def _landed(spark, out: Path) -> tuple[list[str], list[str]]:
-    requests = [r[0] for r in spark.read.format("delta").load(str(out / "requests")).select("databricks_request_id").collect()]
-    quarantined = [
-        r[0] for r in spark.read.format("delta").load(str(out / "quarantine")).select("databricks_request_id").collect()
-    ]
-    return requests, quarantined
-
-
-def _assert_each_once(spark, out: Path, ids: set[str]) -> None:
-    requests, quarantined = _landed(spark, out)
-    landed = requests + quarantined
-    assert len(landed) == len(ids), f"{len(landed)} rows landed for {len(ids)} inserts"
-    assert set(landed) == ids
-    assert len(set(requests)) == len(requests), "a request was written twice"
-    assert not set(requests) & set(quarantined), "a row is both in requests and in quarantine"
-
-
-def _commit(spark, table: Path, rows) -> set[str]:
-    traffic.write_rows(spark, str(table), [g.row for g in rows])
-    return {g.row["databricks_request_id"] for g in rows}
+from tests.streaming.helpers import assert_each_once, commit, landed, settings_for
 
 
 def test_commits_appended_while_the_query_runs_each_land_once(spark, tmp_path):
     table, out, ckpt = tmp_path / "chat", tmp_path / "out", tmp_path / "ckpt"
     traffic.create_inference_table(spark, str(table))
-    ids = _commit(spark, table, traffic.generate(40, seed=101))
-    job = Job(spark, _settings(table, out, ckpt)).start()
+    ids = commit(spark, table, traffic.generate(40, seed=101))
+    job = Job(spark, settings_for(table, out, ckpt)).start()
     try:
         query = job.running[0].query
         query.processAllAvailable()
         for seed in (102, 103, 104):
-            ids |= _commit(spark, table, traffic.generate(40, seed=seed))
+            ids |= commit(spark, table, traffic.generate(40, seed=seed))
             query.processAllAvailable()
         batches = query.recentProgress
     finally:
         job.stop()
     assert sum(p["numInputRows"] for p in batches) == len(ids)
-    _assert_each_once(spark, out, ids)
+    assert_each_once(spark, out, ids)
     _assert_readable_by_delta_rs(spark, out)
 
 
@@ -87,8 +56,8 @@ def test_a_replayed_batch_writes_nothing_twice(spark, tmp_path):
 
     table, out = tmp_path / "chat", tmp_path / "out"
     traffic.create_inference_table(spark, str(table))
-    ids = _commit(spark, table, traffic.generate(30, seed=111))
-    settings = _settings(table, out, tmp_path / "ckpt")
+    ids = commit(spark, table, traffic.generate(30, seed=111))
+    settings = settings_for(table, out, tmp_path / "ckpt")
     job = Job(spark, settings)  # checks the source, creates the outputs
     source = job.sources[0]
     batch = (
@@ -101,7 +70,7 @@ def test_a_replayed_batch_writes_nothing_twice(spark, tmp_path):
     )
     handle_batch(ctx, batch, 0)
     handle_batch(ctx, batch, 0)
-    _assert_each_once(spark, out, ids)
+    assert_each_once(spark, out, ids)
 
 
 def _run_cli(table: Path, out: Path, ckpt: Path, *extra: str) -> subprocess.Popen:
@@ -139,7 +108,7 @@ def test_kill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, tmp_pa
     traffic.create_inference_table(spark, str(table))
     ids: set[str] = set()
     for seed in range(121, 127):  # six commits: one micro-batch each
-        ids |= _commit(spark, table, traffic.generate(25, seed=seed))
+        ids |= commit(spark, table, traffic.generate(25, seed=seed))
 
     run = _run_cli(table, out, ckpt)
     try:
@@ -149,10 +118,10 @@ def test_kill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, tmp_pa
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
-    requests, quarantined = _landed(spark, out)
+    requests, quarantined = landed(spark, out)
     assert 0 < len(requests) + len(quarantined) < len(ids), "the kill should land between the first and last batch"
 
     rerun = _run_cli(table, out, ckpt, "--available-now")
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output[-2000:]
-    _assert_each_once(spark, out, ids)
+    assert_each_once(spark, out, ids)
