@@ -88,21 +88,32 @@ class ChangeFeedDisabledError(GatewatchError):
 class SourceReplacedError(GatewatchError):
     """The source table was dropped and recreated under the stream."""
 
-    def __init__(self, source: str, checkpoint: str) -> None:
+    def __init__(self, source: str, checkpoint: str, index: int = 0) -> None:
         super().__init__(
-            f"source '{source}' was dropped and recreated since this checkpoint was written.",
-            fix=f"start from a new checkpoint (move {checkpoint} aside) and choose startingVersion.",
+            f"source '{source}' was dropped and recreated since its checkpoint {checkpoint} was written.",
+            fix=f"move the checkpoint aside (`mv {checkpoint} {checkpoint}.replaced`) and run again with "
+            f"`--set sources.{index}.starting_version=earliest` (or the first version of the new table to read).",
         )
 
 
 class CheckpointCorruptError(GatewatchError):
-    """The checkpoint cannot be read."""
+    """The checkpoint cannot be read.
 
-    def __init__(self, checkpoint: str, detail: str) -> None:
+    ``resume`` is the first source version the outputs do not hold entirely,
+    when known: restarting there on a new checkpoint loses nothing, and
+    duplicates nothing unless ``partial`` (that version is written in part).
+    """
+
+    def __init__(
+        self, checkpoint: str, detail: str, index: int = 0, resume: int | str | None = None, partial: bool = False
+    ) -> None:
+        self.checkpoint, self.detail = checkpoint, detail
+        version = "<first source version not yet in the outputs>" if resume is None else resume
+        caveat = f" (version {resume} is in the outputs in part: those rows will be written again)" if partial else ""
         super().__init__(
             f"checkpoint {checkpoint} cannot be read ({detail}).",
-            fix=f"move it aside (`mv {checkpoint} {checkpoint}.bad`) and restart with "
-            "--set source.starting_version=<last committed version + 1>.",
+            fix=f"move it aside (`mv {checkpoint} {checkpoint}.corrupt`) and run again with "
+            f"`--set sources.{index}.starting_version={version}`{caveat}.",
         )
 
 

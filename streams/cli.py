@@ -126,6 +126,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from gatewatch.streams.observe import format_status, read_status, status_path
+
+    root = _settings(args).checkpoint_root
+    status = read_status(root)
+    if status is None:
+        print(f"No status yet: no job has run with checkpoint root {root} ({status_path(root)} does not exist).",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 1 if any(s.get("state") == "failed" for s in status.get("sources", {}).values()) else 0
+
+
 def _cmd_alerts_deliver(args: argparse.Namespace) -> int:
     from gatewatch.streams.alerting import deliver_once
     from gatewatch.streams.spark import build_spark
@@ -200,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--output", metavar="LOCATION", help="a directory, or catalog.schema")
     _common(rp)
     rp.set_defaults(func=_cmd_replay)
+
+    status = sub.add_parser("status", help="each source of a running or the last job: state, last batch, lag")
+    status.add_argument("--checkpoint-root", "--checkpoint", dest="checkpoint", metavar="DIR",
+                        help="the job's checkpoint root (default: from the config)")
+    status.add_argument("--json", action="store_true", help="print the status file as JSON")
+    _common(status)
+    status.set_defaults(func=_cmd_status)
 
     alerts = sub.add_parser("alerts", help="alert delivery")
     asub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")

@@ -22,6 +22,8 @@ from gatewatch.settings import Settings, SourceSettings
 from gatewatch.streams import outputs as out
 from gatewatch.streams.parsers import load_parser_modules
 from gatewatch.streams.batch import BatchContext, BatchHook, handle_batch
+from gatewatch.streams.observe import Observer, ProgressListener, latest_commit
+from gatewatch.streams.recovery import damaged_file, resume_version
 from gatewatch.streams.sinks.base import Sink
 from gatewatch.streams.source import SourceTable, check_source, read_change_feed
 
@@ -76,15 +78,22 @@ def alerting_enabled(settings: Settings) -> bool:
     return settings.alerts.enabled and bool(settings.alerts.rules)
 
 
-def explain(err: BaseException, source: str, checkpoint: str) -> GatewatchError:
-    """Turn a streaming failure into the named error a user can act on."""
+def explain(err: BaseException, source: str, checkpoint: str, index: int = 0) -> GatewatchError:
+    """Turn a streaming failure into the named error a user can act on.
+
+    ``index`` is the source's position in ``sources`` (the fix names its key).
+    """
     text = str(err)
     if "DIFFERENT_DELTA_TABLE_READ_BY_STREAMING_SOURCE" in text:
-        return SourceReplacedError(source, checkpoint)
+        return SourceReplacedError(source, checkpoint, index)
+    damaged = damaged_file(checkpoint)
+    if damaged:
+        return CheckpointCorruptError(checkpoint, f"{damaged} is damaged", index)
     if checkpoint in text and any(k in text for k in ("offsets", "commits", "metadata", "sources")) and any(
-        k in text.lower() for k in ("parse", "corrupt", "invalid", "malformed", "unexpected", "eof", "json")
+        k in text.lower() for k in ("parse", "corrupt", "invalid", "malformed", "unexpected", "eof", "json",
+                                    "incomplete log file", "failed to read log file")
     ):
-        return CheckpointCorruptError(checkpoint, text.splitlines()[0][:200])
+        return CheckpointCorruptError(checkpoint, text.splitlines()[0][:200], index)
     first = next((line for line in text.splitlines() if line.strip()), text)
     return StreamFailedError(f"the query for source '{source}' failed: {first[:400]}")
 
@@ -129,6 +138,17 @@ def start_query(
     return RunningSource(table=table, checkpoint=checkpoint, query=query)
 
 
+def _restartable(rs: RunningSource) -> bool:
+    """Whether a query stopped by a source schema change may restart.
+
+    It may, unless it restarted ``MAX_SCHEMA_RESTARTS`` times in a row
+    without reading a row (the schema change then is not one it can follow).
+    """
+    if any((p.get("numInputRows") or 0) > 0 for p in rs.query.recentProgress):
+        rs.restarts = 0
+    return rs.restarts < MAX_SCHEMA_RESTARTS
+
+
 def _run_batch(ctx: BatchContext, batch, batch_id: int) -> None:
     handle_batch(ctx, batch, batch_id)
 
@@ -140,7 +160,8 @@ class Job:
     ``Alerting`` (rules checked, alert tables created, state loaded) whose
     hook runs after each batch's writes, and starts its delivery with the
     queries. ``sinks`` replaces the sinks built from ``settings.sinks``
-    (the demo prints to its own stream).
+    (the demo prints to its own stream). An ``Observer`` logs a ``progress``
+    line per batch and keeps ``<checkpoint_root>/_status.json``.
     """
 
     def __init__(
@@ -154,8 +175,10 @@ class Job:
         self.spark = spark
         self.settings = settings
         self.hooks = hooks
-        self.on_metrics = on_metrics
         self.sources = [check_source(spark, s) for s in settings.sources]
+        self.observer = Observer(settings.checkpoint_root, self.sources, functools.partial(latest_commit, spark))
+        self.on_metrics = self._metrics_to(on_metrics)
+        self.listener: ProgressListener | None = None
         load_parser_modules(settings)
         self.contract = load_contract(settings)
         self.tables = prepare_outputs(spark, settings)
@@ -174,17 +197,66 @@ class Job:
         """Start one query per source (and the alert delivery, which first sends what is pending)."""
         if self.alerting is not None:
             self.alerting.start()
-        self.running = [
-            start_query(self.spark, self.settings, t, self.tables, self.contract, self.hooks, self.on_metrics)
-            for t in self.sources
-        ]
+        self.observer.write()
+        self.listener = ProgressListener(self.observer)
+        try:
+            self.spark.streams.addListener(self.listener)
+        except Exception as err:  # noqa: BLE001 - without a listener the status still follows each batch
+            log.warning("progress_listener_unavailable", error=str(err).splitlines()[0][:200])
+            self.listener = None
+        for t in self.sources:
+            try:
+                rs = start_query(self.spark, self.settings, t, self.tables, self.contract, self.hooks,
+                                 self.on_metrics)
+            except Exception as err:
+                self._close_listener()
+                if isinstance(err, CheckpointCorruptError):
+                    raise self._with_resume(err, t) from None
+                raise
+            self.running.append(rs)
+            self.observer.attach(t.settings.source_name, rs.query)
         return self
+
+    def _metrics_to(self, on_metrics: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
+        def both(metrics: dict[str, Any]) -> None:
+            self.observer.on_metrics(metrics)
+            if on_metrics is not None:
+                on_metrics(metrics)
+
+        return both
 
     def _restart(self, rs: RunningSource) -> None:
         fresh = start_query(
             self.spark, self.settings, rs.table, self.tables, self.contract, self.hooks, self.on_metrics
         )
         rs.query, rs.restarts = fresh.query, rs.restarts + 1
+        self.observer.attach(rs.table.settings.source_name, rs.query, restarts=rs.restarts)
+
+    def _explain(self, err: BaseException, rs: RunningSource) -> GatewatchError:
+        """The named error of a failed query: a damaged checkpoint with where to resume, a vanished source."""
+        failure = explain(err, rs.table.name, rs.checkpoint, self.sources.index(rs.table))
+        if isinstance(failure, CheckpointCorruptError):
+            return self._with_resume(failure, rs.table)
+        if isinstance(failure, StreamFailedError):
+            try:
+                check_source(self.spark, rs.table.settings)
+            except GatewatchError as gone:
+                return gone
+            except Exception:  # noqa: BLE001 - the original failure says more
+                pass
+        return failure
+
+    def _with_resume(self, err: CheckpointCorruptError, table: SourceTable) -> CheckpointCorruptError:
+        """``err`` naming the first source version not yet in the outputs (``latest`` when that is still to come)."""
+        try:
+            version: int | str | None
+            version, partial = resume_version(self.spark, self.tables, table)
+            newest = latest_commit(self.spark, table)
+            if version is not None and newest is not None and version > newest[0]:
+                version = "latest"
+        except Exception:  # noqa: BLE001 - the message then says what to look for
+            version, partial = None, False
+        return CheckpointCorruptError(err.checkpoint, err.detail, self.sources.index(table), version, partial)
 
     def wait(self, poll_s: float = 1.0) -> None:
         """Wait until every query has ended; restart a query whose source gained a column.
@@ -196,8 +268,10 @@ class Job:
         try:
             self._wait(pending, poll_s)
         finally:
-            if self.alerting is not None and not any(rs.query.isActive for rs in self.running):
-                self.alerting.close()
+            if not any(rs.query.isActive for rs in self.running):
+                self._close_listener()
+                if self.alerting is not None:
+                    self.alerting.close()
         if self.failures:
             raise next(iter(self.failures.values()))
 
@@ -207,16 +281,18 @@ class Job:
                 try:
                     finished = rs.query.awaitTermination(poll_s)
                 except Exception as err:  # noqa: BLE001 - the query failed
-                    if any(k in str(err) for k in SCHEMA_CHANGED) and rs.restarts < MAX_SCHEMA_RESTARTS:
+                    if any(k in str(err) for k in SCHEMA_CHANGED) and _restartable(rs):
                         log.warning("source_schema_changed_restarting", source=rs.table.name)
                         self._restart(rs)
                         continue
-                    failure = explain(err, rs.table.name, rs.checkpoint)
+                    failure = self._explain(err, rs)
                     log.error("query_failed", source=rs.table.name, error=str(failure))
                     self.failures[rs.table.name] = failure
+                    self.observer.finish(rs.table.settings.source_name, "failed", str(failure), rs.query)
                     pending.remove(rs)
                     continue
                 if finished:
+                    self.observer.finish(rs.table.settings.source_name, "stopped", query=rs.query)
                     pending.remove(rs)
 
     def stop(self) -> None:
@@ -224,5 +300,12 @@ class Job:
         for rs in self.running:
             if rs.query.isActive:
                 rs.query.stop()
+                self.observer.finish(rs.table.settings.source_name, "stopped", query=rs.query)
+        self._close_listener()
         if self.alerting is not None:
             self.alerting.close()
+
+    def _close_listener(self) -> None:
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            self.spark.streams.removeListener(listener)
