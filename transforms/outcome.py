@@ -67,8 +67,8 @@ def _all_flags(resp: Column, chunks: Column, trace_outputs: Column, error: Colum
         F.transform(trace_outputs, lambda o: F.concat(V.prompt_flags(o), V.completion_flags(o)))
     )
     from_error = F.coalesce(error["flags"], V.no_flags())
-    # Unmerged: merge_flags reads its input once per (stage, category), so it
-    # must get a column, not this expression (see with_outcome).
+    # Unmerged: with_outcome stages this as a column and merges it in the next
+    # step, so the extraction runs once per row.
     return F.concat(V.prompt_flags(resp), V.completion_flags(resp), per_chunk, per_output, from_error)
 
 

@@ -124,31 +124,59 @@ def _severity_rank(severity: Column) -> Column:
     return rank
 
 
+_RANKED_FLAGS = "array<struct<stage:string,category:string,rank:int,filtered:boolean,detected:boolean>>"
+
+
 def merge_flags(flags: Column) -> Column:
     """One flag per (stage, category): the worst severity, and filtered/detected if any says so.
 
     Streams repeat a category on every annotation frame; this keeps one entry
-    for each, sorted by stage then category.
+    for each, sorted by stage then category. The flags are ranked (a severity
+    outside the vocabulary ranks as unknown), sorted so each (stage,
+    category) is contiguous, and folded once: a flag of the same stage and
+    category as the last kept one merges into it (``greatest`` skips nulls,
+    so ``filtered`` is true if any flag says so, false if one says false and
+    none true, null if none tells).
     """
-    keys = F.array_sort(
-        F.array_distinct(
-            F.transform(flags, lambda f: F.struct(f["stage"].alias("stage"), f["category"].alias("category")))
+    ranked = F.transform(
+        flags,
+        lambda f: F.struct(
+            f["stage"].alias("stage"),
+            f["category"].alias("category"),
+            _severity_rank(f["severity"]).alias("rank"),
+            f["filtered"].alias("filtered"),
+            f["detected"].alias("detected"),
+        ),
+    ).cast(_RANKED_FLAGS)
+
+    def fold(kept: Column, f: Column) -> Column:
+        last = F.try_element_at(kept, F.lit(-1))
+        same = (F.size(kept) > 0) & last["stage"].eqNullSafe(f["stage"]) & last["category"].eqNullSafe(f["category"])
+        merged = F.struct(
+            f["stage"].alias("stage"),
+            f["category"].alias("category"),
+            F.greatest(last["rank"], f["rank"]).alias("rank"),
+            F.greatest(last["filtered"], f["filtered"]).alias("filtered"),
+            F.greatest(last["detected"], f["detected"]).alias("detected"),
         )
-    )
+        return (
+            F.when(same, F.concat(F.slice(kept, 1, F.size(kept) - 1), F.array(merged)))
+            .otherwise(F.concat(kept, F.array(f)))
+            .cast(_RANKED_FLAGS)
+        )
+
+    folded = F.aggregate(F.array_sort(ranked), F.array().cast(_RANKED_FLAGS), fold)
     severities = F.array(*[F.lit(s) for s in SEVERITIES])
-
-    def one(k: Column) -> Column:
-        same = F.filter(flags, lambda f: (f["stage"] == k["stage"]) & (f["category"] == k["category"]))
-        worst = F.array_max(F.transform(same, lambda f: _severity_rank(f["severity"])))
-        return F.struct(
-            k["stage"].alias("stage"),
-            k["category"].alias("category"),
-            F.try_element_at(severities, worst + 1).alias("severity"),
-            F.array_max(F.transform(same, lambda f: f["filtered"])).alias("filtered"),
-            F.array_max(F.transform(same, lambda f: f["detected"])).alias("detected"),
-        )
-
-    return F.transform(keys, one).cast(FLAGS_TYPE)
+    return F.transform(
+        folded,
+        lambda m: F.struct(
+            m["stage"].alias("stage"),
+            m["category"].alias("category"),
+            F.try_element_at(severities, m["rank"] + 1).alias("severity"),
+            m["filtered"].alias("filtered"),
+            m["detected"].alias("detected"),
+        ),
+    ).cast(FLAGS_TYPE)
 
 
 def any_filtered(flags: Column, stage: str | None = None) -> Column:
