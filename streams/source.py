@@ -169,7 +169,8 @@ def read_change_feed(spark: SparkSession, table: SourceTable) -> DataFrame:
 
     ``startingVersion`` applies on first start only (then the checkpoint
     decides); ``earliest`` reads the current snapshot as inserts and every
-    change after it. Rate limits admit whole commits.
+    change after it. ``maxFilesPerTrigger`` counts files, so a commit of
+    several files may be split across micro-batches.
     """
     s = table.settings
     reader = spark.readStream.format("delta").option("readChangeFeed", "true")
