@@ -8,7 +8,7 @@ id), so a batch replayed after a crash writes nothing twice.
 from __future__ import annotations
 
 import time
-import weakref
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,20 +75,10 @@ def apply_contract(parsed: DataFrame, contract: Any | None) -> DataFrame:
     return parsed.transform(_contract_steps(contract))
 
 
-_CONTRACT_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_NO_CONTRACT: list[S.Steps] = []
-
-
+@functools.cache
 def _contract_steps(contract: Any | None) -> S.Steps:
-    """The contract's steps, built once per contract (and once for no contract)."""
-    if contract is None:
-        if not _NO_CONTRACT:
-            _NO_CONTRACT.append(S.Steps(lambda: _contract_step_list(None)))
-        return _NO_CONTRACT[0]
-    steps = _CONTRACT_STEPS.get(contract)
-    if steps is None:
-        steps = _CONTRACT_STEPS[contract] = S.Steps(lambda: _contract_step_list(contract))
-    return steps
+    """The contract's steps, built once per contract (a contract is hashed by identity)."""
+    return S.Steps(lambda: _contract_step_list(contract))
 
 
 def _contract_step_list(contract: Any | None) -> list[S.Step]:

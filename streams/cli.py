@@ -178,6 +178,10 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", metavar="LOCATION", help="a directory, or catalog.schema")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (default: the packaged conf/gatewatch.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
@@ -195,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="tail inference tables and write requests and quarantine")
     run.add_argument("--source", action="append", metavar="TABLE", help="a Delta path or catalog table (repeatable)")
-    run.add_argument("--output", metavar="LOCATION", help="a directory, or catalog.schema")
+    _output(run)
     run.add_argument("--checkpoint", metavar="DIR", help="checkpoint root (one folder per source)")
     run.add_argument("--available-now", action="store_true", help="process what is there, then exit 0")
     _common(run)
@@ -204,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine = sub.add_parser("quarantine", help="inspect the quarantine table")
     qsub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="COMMAND")
     qsummary = qsub.add_parser("summary", help="open rows by reason and shape fingerprint")
-    qsummary.add_argument("--output", metavar="LOCATION", help="a directory, or catalog.schema")
+    _output(qsummary)
     _common(qsummary)
     qsummary.set_defaults(func=_cmd_quarantine_summary)
 
@@ -212,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
     rp.add_argument("--fingerprint", metavar="F", help="only rows of this shape fingerprint")
     rp.add_argument("--reason", metavar="R", help="only rows of this reason")
-    rp.add_argument("--output", metavar="LOCATION", help="a directory, or catalog.schema")
+    _output(rp)
     _common(rp)
     rp.set_defaults(func=_cmd_replay)
 
@@ -226,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = sub.add_parser("alerts", help="alert delivery")
     asub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")
     adeliver = asub.add_parser("deliver", help="send pending outbox entries to their sinks now (job stopped)")
-    adeliver.add_argument("--output", metavar="LOCATION", help="a directory, or catalog.schema")
+    _output(adeliver)
     _common(adeliver)
     adeliver.set_defaults(func=_cmd_alerts_deliver)
 

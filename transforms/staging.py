@@ -32,14 +32,7 @@ class Drop:
     names: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Where:
-    """Keep the rows where ``condition`` holds."""
-
-    condition: Column
-
-
-Step = Union[WithColumns, Drop, Where]
+Step = Union[WithColumns, Drop]
 
 
 def with_columns(columns: dict[str, Column]) -> WithColumns:
@@ -48,10 +41,6 @@ def with_columns(columns: dict[str, Column]) -> WithColumns:
 
 def drop(*names: str) -> Drop:
     return Drop(tuple(names))
-
-
-def where(condition: Column) -> Where:
-    return Where(condition)
 
 
 def gateway_key() -> Hashable:
@@ -90,8 +79,6 @@ class Steps:
         for step in self.steps():
             if isinstance(step, WithColumns):
                 df = df.withColumns(step.columns)
-            elif isinstance(step, Drop):
-                df = df.drop(*step.names)
             else:
-                df = df.where(step.condition)
+                df = df.drop(*step.names)
         return df
