@@ -28,7 +28,8 @@ def _shape_of(v: Column, text: Column, invalid: Column) -> Column:
 def with_shape_fingerprint() -> Transform:
     """Add the shape and its fingerprint.
 
-    Reads: ``_req``, ``_resp``, ``_req_invalid``, ``_resp_invalid``, ``request``, ``response``.
+    Reads: ``request``, ``response``, ``_req_invalid``, ``_resp_invalid``
+    (the payloads are parsed as VARIANT here, for these rows only).
     Adds: ``shape`` (``request=<...> response=<...>``) and ``shape_fingerprint``
     (16 hex characters of its SHA-256).
     """
@@ -36,9 +37,9 @@ def with_shape_fingerprint() -> Transform:
     def apply(df: DataFrame) -> DataFrame:
         shape = F.concat(
             F.lit("request="),
-            _shape_of(F.col("_req"), F.col("request"), F.col("_req_invalid")),
+            _shape_of(F.try_parse_json("request"), F.col("request"), F.col("_req_invalid")),
             F.lit(" response="),
-            _shape_of(F.col("_resp"), F.col("response"), F.col("_resp_invalid")),
+            _shape_of(F.try_parse_json("response"), F.col("response"), F.col("_resp_invalid")),
         )
         return df.withColumn("shape", shape).withColumn(
             "shape_fingerprint", F.substring(F.sha2(F.col("shape"), 256), 1, 16)

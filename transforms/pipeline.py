@@ -15,11 +15,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType
 
 from gatewatch.schemas import CANONICAL_INPUT, FAILED_EXPECTATION, QUARANTINE, REQUEST_COLUMNS
-from gatewatch.transforms.fields import with_common_fields
 from gatewatch.transforms.fingerprint import with_shape_fingerprint
-from gatewatch.transforms.outcome import with_outcome
-from gatewatch.transforms.parsers import dispatch
-from gatewatch.transforms.payload import with_parsed_payloads
+from gatewatch.transforms.parsers.registry import dispatch_shapes, parser_version_tag
+from gatewatch.transforms.rows import with_parsed_rows
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -48,35 +46,15 @@ def parse_inference_rows() -> Transform:
 
     Reads: the CANONICAL_INPUT columns.
     Adds: every parsed requests column, ``parser``, ``parser_version``,
-    ``quarantine_reason`` and the ``_``-prefixed helper columns.
+    ``quarantine_reason`` and the helper columns ``_req_invalid`` /
+    ``_resp_invalid``. The built-in parsers run in the Arrow parse
+    (``transforms.rows``); shape parsers then claim unknown shapes.
     """
 
     def apply(df: DataFrame) -> DataFrame:
-        return (
-            df.transform(with_parsed_payloads())
-            .transform(with_outcome())
-            .transform(with_common_fields())
-            .transform(dispatch)
-            .transform(optimizer_fence)
-        )
+        return df.transform(with_parsed_rows(parser_version_tag())).transform(dispatch_shapes)
 
     return apply
-
-
-def optimizer_fence(df: DataFrame) -> DataFrame:
-    """Stop Spark from pushing later filters down into the parse.
-
-    Pushing a filter such as ``outcome IS NOT NULL`` through the parse's
-    projections inlines every staged helper column into the predicate, once
-    per reference: the plan grows to millions of nodes and planning a batch
-    takes minutes. A filter cannot move below a projection holding a
-    non-deterministic column, so the parsed rows carry ``_fence`` (``rand``,
-    always >= 0) and a filter on it; later filters combine with that one and
-    stay above the parse, which is then computed once per row.
-
-    Reads: nothing. Adds: ``_fence``.
-    """
-    return df.withColumn("_fence", F.rand(0)).where(F.col("_fence") >= 0)
 
 
 def requests_view() -> Transform:

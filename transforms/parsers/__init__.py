@@ -13,10 +13,10 @@ from gatewatch.transforms.parsers import (  # noqa: F401  (each module registers
 from gatewatch.transforms.parsers.registry import (
     OUTCOME_PARSERS,
     SHAPE_PARSERS,
-    dispatch,
-    emit,
+    dispatch_shapes,
+    parse_row,
     register,
     register_shape,
 )
 
-__all__ = ["OUTCOME_PARSERS", "SHAPE_PARSERS", "dispatch", "emit", "register", "register_shape"]
+__all__ = ["OUTCOME_PARSERS", "SHAPE_PARSERS", "dispatch_shapes", "parse_row", "register", "register_shape"]

@@ -9,24 +9,23 @@ and exceptions caught by an agent.
 
 from __future__ import annotations
 
-from pyspark.sql import Column
-
 from gatewatch.transforms import fields
+from gatewatch.transforms.fields import Row
 from gatewatch.transforms.parsers.registry import parse_with, register
 
 
 @register("error", version="1.0.0")
-def columns() -> dict[str, Column]:
-    """Reads the helper columns and ``status_code``; returns the parsed request columns."""
+def columns(row: Row) -> dict:
+    """Reads the located payloads and the status; returns the parsed request columns."""
     return dict(
-        model=fields.model_name(),
-        finish_reason=fields.finish_reason(last=True),
-        trace_id=fields.trace_id(),
-        error_type=fields.error_type(),
-        error_code=fields.error_code(),
-        error_message=fields.error_message(),
-        **fields.tokens(),
+        model=fields.model(row),
+        finish_reason=fields.finish_reason(row, last=True),
+        trace_id=fields.trace_id(row),
+        error_type=fields.error_type(row),
+        error_code=fields.error_code(row),
+        error_message=fields.error_message(row),
+        **fields.tokens(row),
     )
 
 
-parse = parse_with('error')
+parse = parse_with("error")

@@ -9,25 +9,23 @@ trace's exception event, a Python repr wrapping JSON).
 
 from __future__ import annotations
 
-from pyspark.sql import Column
-from pyspark.sql import functions as F
-
 from gatewatch.transforms import fields
+from gatewatch.transforms.fields import Row
 from gatewatch.transforms.parsers.registry import parse_with, register
 
 
 @register("predict_blocked", version="1.0.0")
-def columns() -> dict[str, Column]:
-    """Reads the helper columns; returns the parsed request columns with the filter's error."""
+def columns(row: Row) -> dict:
+    """Reads the located payloads; returns the parsed request columns with the filter's error."""
     return dict(
-        model=fields.model_name(),
-        finish_reason=fields.finish_reason(last=False),
-        trace_id=fields.trace_id(),
-        error_type=F.lit("content_filter"),
-        error_code=F.coalesce(fields.error_code(), F.lit("content_filter")),
-        error_message=fields.error_message(),
-        **fields.tokens(),
+        model=fields.model(row),
+        finish_reason=fields.finish_reason(row, last=False),
+        trace_id=fields.trace_id(row),
+        error_type="content_filter",
+        error_code=fields.error_code(row) or "content_filter",
+        error_message=fields.error_message(row),
+        **fields.tokens(row),
     )
 
 
-parse = parse_with('predict_blocked')
+parse = parse_with("predict_blocked")

@@ -9,21 +9,20 @@ too large to log: only status and ids are known.
 
 from __future__ import annotations
 
-from pyspark.sql import Column
-
 from gatewatch.transforms import fields
+from gatewatch.transforms.fields import Row
 from gatewatch.transforms.parsers.registry import parse_with, register
 
 
 @register("predict_ok", version="1.0.0")
-def columns() -> dict[str, Column]:
-    """Reads the helper columns; returns the parsed request columns."""
+def columns(row: Row) -> dict:
+    """Reads the located payloads; returns the parsed request columns."""
     return dict(
-        model=fields.model_name(),
-        finish_reason=fields.finish_reason(last=False),
-        trace_id=fields.trace_id(),
-        **fields.tokens(),
+        model=fields.model(row),
+        finish_reason=fields.finish_reason(row, last=False),
+        trace_id=fields.trace_id(row),
+        **fields.tokens(row),
     )
 
 
-parse = parse_with('predict_ok')
+parse = parse_with("predict_ok")

@@ -1,20 +1,24 @@
 """The parser registry: one parser per outcome, registered by decorator.
 
-A parser is a function returning the parsed requests columns (``dict`` of
-name to ``Column``) for rows of its outcome. The classifier
-(``transforms.outcome``) routes; ``dispatch`` applies every parser in one
-projection, each column chosen by the row's outcome, so the payloads are
-parsed once and no row is read twice. ``parse_with(outcome)`` gives each
-parser module its ``parse(df) -> DataFrame`` for use on its own.
+An outcome parser is a function of one ``fields.Row`` returning that row's
+parsed requests columns (``dict`` of name to value). The classifier
+(``transforms.outcome``) routes; ``parse_row`` runs the parser of the row's
+outcome, inside the Arrow parse of ``transforms.rows``, so each payload is
+parsed once. ``parse_with(outcome)`` gives each parser module its
+``parse(df) -> DataFrame`` for use on its own.
 
 A user adds a parser for a shape of their own with ``register_shape`` (see
-the README) without editing gatewatch.
+the README) without editing gatewatch: its ``matches`` and columns are
+Spark column expressions over the helper columns ``_req``, ``_resp``
+(VARIANT) and ``_chunks`` (``array<variant>``), applied by
+``dispatch_shapes`` to the rows the classifier left as ``unknown_shape``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -24,6 +28,7 @@ from gatewatch.schemas import OUTCOMES, PARSED_COLUMNS, REQUESTS
 from gatewatch.transforms import staging as S
 from gatewatch.transforms import variant as V
 
+RowFn = Callable[[Any], dict[str, Any]]
 ColumnsFn = Callable[[], dict[str, Column]]
 MatchFn = Callable[[], Column]
 
@@ -37,7 +42,7 @@ class Parser:
 
     name: str
     version: str
-    columns: ColumnsFn
+    columns: Callable[..., dict[str, Any]]
     outcome: str | None = None
     matches: MatchFn | None = None
 
@@ -51,12 +56,12 @@ OUTCOME_PARSERS: dict[str, Parser] = {}
 SHAPE_PARSERS: dict[str, Parser] = {}
 
 
-def register(outcome: str, *, version: str) -> Callable[[ColumnsFn], ColumnsFn]:
-    """Register ``columns`` as the parser for one outcome of the taxonomy."""
+def register(outcome: str, *, version: str) -> Callable[[RowFn], RowFn]:
+    """Register ``columns(row)`` as the parser for one outcome of the taxonomy."""
     if outcome not in OUTCOMES:
         raise ParserRegistrationError(f"'{outcome}' is not an outcome; known: {', '.join(OUTCOMES)}.")
 
-    def deco(fn: ColumnsFn) -> ColumnsFn:
+    def deco(fn: RowFn) -> RowFn:
         OUTCOME_PARSERS[outcome] = Parser(name=outcome, version=version, columns=fn, outcome=outcome)
         return fn
 
@@ -67,7 +72,7 @@ def register_shape(name: str, *, version: str, matches: MatchFn) -> Callable[[Co
     """Register a parser for a response shape the built-in classifier does not know.
 
     ``matches()`` returns a boolean Column over the helper columns (``_resp``,
-    ``_req``, ``_chunks``...) that claims rows otherwise quarantined as
+    ``_req``, ``_chunks``) that claims rows otherwise quarantined as
     ``unknown_shape``. The parser's columns must include ``outcome``, one of
     the known outcomes; a row it leaves without one stays quarantined.
     """
@@ -90,31 +95,6 @@ def _builtin() -> None:
     from gatewatch.transforms import parsers  # noqa: F401  (importing registers the built-ins)
 
 
-def _typed(name: str, value: Column) -> Column:
-    return value.cast(_TYPES[name])
-
-
-def emit(df: DataFrame, **parsed: Column) -> DataFrame:
-    """Set every parsed column: the given ones, the classifier's or null for the rest."""
-    values = {
-        name: _typed(name, parsed.get(name, F.col(name) if name in _CLASSIFIER_COLUMNS else F.lit(None)))
-        for name in PARSED_COLUMNS
-    }
-    values["safety_flags"] = F.coalesce(values["safety_flags"], V.no_flags())
-    return df.withColumns(values)
-
-
-def parse_with(outcome: str) -> Callable[[DataFrame], DataFrame]:
-    """A ``parse(df)`` running one outcome's parser alone on the rows of that outcome."""
-
-    def parse(df: DataFrame) -> DataFrame:
-        parser = OUTCOME_PARSERS[outcome]
-        out = emit(df.where(F.col("outcome") == outcome), **parser.columns())
-        return out.withColumns({"parser": F.lit(parser.name), "parser_version": F.lit(parser.label)})
-
-    return parse
-
-
 def parser_version_tag() -> str:
     """All registered parsers and versions, as recorded on quarantined rows."""
     _builtin()
@@ -122,29 +102,61 @@ def parser_version_tag() -> str:
     return ",".join(p.label for p in parsers)
 
 
+def parse_row(row: Any) -> dict[str, Any]:
+    """The parsed columns of one classified row: its outcome parser's, the classifier's, ``None`` for the rest.
+
+    A row without an outcome gets the classifier's columns only, and no
+    parser or version (``transforms.rows`` records the tag of every
+    registered parser on it).
+    """
+    c = row.classified
+    out: dict[str, Any] = dict.fromkeys(PARSED_COLUMNS)
+    out.update(
+        outcome=c.outcome, is_stream=c.is_stream, blocked=c.blocked, blocked_stage=c.blocked_stage,
+        safety_flags=c.safety_flags, quarantine_reason=c.quarantine_reason, parser=None, parser_version=None,
+    )
+    parser = OUTCOME_PARSERS.get(c.outcome) if c.outcome is not None else None
+    if parser is None:
+        return out
+    for name, value in parser.columns(row).items():
+        if name not in _CLASSIFIER_COLUMNS:
+            out[name] = value
+    out["parser"] = parser.name
+    out["parser_version"] = parser.label
+    return out
+
+
+def parse_with(outcome: str) -> Callable[[DataFrame], DataFrame]:
+    """A ``parse(df)`` running the parse on canonical rows and keeping those of one outcome."""
+
+    def parse(df: DataFrame) -> DataFrame:
+        from gatewatch.transforms.pipeline import parse_inference_rows
+
+        return df.transform(parse_inference_rows()).where(F.col("outcome") == outcome)
+
+    return parse
+
+
+def _typed(name: str, value: Column) -> Column:
+    return value.cast(_TYPES[name])
+
+
 def _registry_key() -> tuple:
-    _builtin()
-    parsers = (*OUTCOME_PARSERS.values(), *SHAPE_PARSERS.values())
+    parsers = tuple(SHAPE_PARSERS.values())
     return (S.gateway_key(), tuple((p.name, p.version, id(p.columns), id(p.matches)) for p in parsers))
 
 
-def _dispatch_steps() -> list[S.Step]:
-    _builtin()
-    # Shape parsers first: they may claim unknown rows and give them an outcome.
+def _shape_steps() -> list[S.Step]:
+    unknown = F.col("quarantine_reason") == "unknown_shape"
     claimed_by = F.lit(None).cast("string")
     for parser in reversed(list(SHAPE_PARSERS.values())):
         assert parser.matches is not None
-        mine = (F.col("quarantine_reason") == "unknown_shape") & F.coalesce(parser.matches(), F.lit(False))
+        mine = unknown & F.coalesce(parser.matches(), F.lit(False))
         claimed_by = F.when(mine, F.lit(parser.name)).otherwise(claimed_by)
     shape_values = {p.name: p.columns() for p in SHAPE_PARSERS.values()}
-    outcome_values = {o: p.columns() for o, p in OUTCOME_PARSERS.items()}
 
     def pick(name: str) -> Column:
-        default = F.col(name) if name in _CLASSIFIER_COLUMNS else F.lit(None)
-        value = default
-        for outcome, cols in outcome_values.items():
-            if name in cols and name not in _CLASSIFIER_COLUMNS:
-                value = F.when(F.col("outcome") == outcome, _typed(name, cols[name])).otherwise(value)
+        value = F.col(name)
         for shape, cols in shape_values.items():
             if name in cols:
                 value = F.when(F.col("_claimed_by") == shape, _typed(name, cols[name])).otherwise(value)
@@ -152,19 +164,22 @@ def _dispatch_steps() -> list[S.Step]:
 
     parsed = {name: pick(name) for name in PARSED_COLUMNS}
     parsed["safety_flags"] = F.coalesce(parsed["safety_flags"], V.no_flags())
-    label = F.lit(None).cast("string")
-    name = F.lit(None).cast("string")
-    for outcome, parser in OUTCOME_PARSERS.items():
-        label = F.when(F.col("outcome") == outcome, F.lit(parser.label)).otherwise(label)
-        name = F.when(F.col("outcome") == outcome, F.lit(parser.name)).otherwise(name)
+    label, name = F.col("parser_version"), F.col("parser")
     for parser in SHAPE_PARSERS.values():
         label = F.when(F.col("_claimed_by") == parser.name, F.lit(parser.label)).otherwise(label)
         name = F.when(F.col("_claimed_by") == parser.name, F.lit(parser.name)).otherwise(name)
     resolved = F.col("outcome").isin(*OUTCOMES)
     return [
+        S.with_columns(
+            {
+                "_req": F.when(unknown, V.parse(F.col("request"))),
+                "_resp": F.when(unknown, V.parse(F.col("response"))),
+            }
+        ),
+        S.with_columns({"_chunks": V.items(F.col("_resp"))}),
         S.with_columns({"_claimed_by": claimed_by}),
         S.with_columns(parsed),
-        S.with_columns({"parser": name, "parser_version": F.coalesce(label, F.lit(parser_version_tag()))}),
+        S.with_columns({"parser": name, "parser_version": label}),
         S.with_columns(
             {
                 "outcome": F.when(resolved, F.col("outcome")),
@@ -173,19 +188,22 @@ def _dispatch_steps() -> list[S.Step]:
                 ),
             }
         ),
-        S.drop("_claimed_by"),
+        S.drop("_claimed_by", "_req", "_resp", "_chunks"),
     ]
 
 
-dispatch = S.Steps(
-    _dispatch_steps,
-    key=_registry_key,
-    doc="""Run every row through the parser of its outcome, or a shape parser that claims it.
+_SHAPES = S.Steps(_shape_steps, key=_registry_key)
 
-    Reads: ``outcome``, ``quarantine_reason`` and the helper columns.
-    Adds: every parsed requests column, ``parser`` and ``parser_version``;
-    ``outcome`` and ``quarantine_reason`` are updated for rows a shape parser
-    claimed. Rows no parser handled keep a null ``outcome``. The columns are
-    rebuilt when a parser is registered or removed.
-    """,
-)
+
+def dispatch_shapes(df: DataFrame) -> DataFrame:
+    """Let the registered shape parsers claim rows left as ``unknown_shape``.
+
+    Reads: the parsed columns, ``quarantine_reason``, ``request`` and
+    ``response``. Updates, for the rows a shape parser claims: every parsed
+    requests column, ``parser``, ``parser_version``, ``outcome`` and
+    ``quarantine_reason``. Without shape parsers it returns ``df`` as it is.
+    The columns are rebuilt when a shape parser is registered or removed.
+    """
+    if not SHAPE_PARSERS:
+        return df
+    return _SHAPES(df)

@@ -1,0 +1,256 @@
+"""Safe reads of parsed JSON values: paths, typed reads, escaped JSON, safety flags.
+
+Every helper takes what ``orjson`` returns (dicts, lists, scalars, ``None``)
+and never raises on an unexpected shape: a path that is absent or of another
+type gives ``None``, so the parse can probe every place a value may sit
+without assuming the happy path. The typed reads follow what Spark's
+``try_variant_get`` gives for the same JSON (a number read as a string is its
+text, a numeric string read as an integer is the number).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+SEVERITIES: tuple[str, ...] = ("safe", "low", "medium", "high")
+_RANK = {name: i for i, name in enumerate(SEVERITIES)}
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+Flag = dict[str, Any]
+"""``{"stage", "category", "severity", "filtered", "detected"}`` (``schemas.SAFETY_FLAG``)."""
+
+
+class Invalid(ValueError):
+    """Text that is not JSON."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise Invalid(name)
+
+
+def loads(text: str) -> Any:
+    """Parse JSON text; raise ``Invalid`` when it is not JSON.
+
+    ``orjson`` first (strict RFC 8259); the standard library only for the
+    JSON orjson refuses (a lone surrogate escape, a number beyond a double).
+    ``NaN`` and ``Infinity`` are not JSON and are refused by both.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            raise Invalid(text[:40]) from None
+
+
+def parse(text: Any) -> Any:
+    """The JSON held in a string, or ``None`` when absent or not JSON (a second parse)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return loads(text)
+    except Invalid:
+        return None
+
+
+def get(v: Any, *path: str | int) -> Any:
+    """The value at ``path`` (object keys and array indexes), or ``None``."""
+    for step in path:
+        if isinstance(step, str):
+            if not isinstance(v, dict):
+                return None
+            v = v.get(step)
+        else:
+            if not isinstance(v, list) or not -len(v) <= step < len(v):
+                return None
+            v = v[step]
+    return v
+
+
+def obj(v: Any, *path: str | int) -> dict | None:
+    """The object at ``path``, or ``None`` (JSON null and scalars included)."""
+    out = get(v, *path)
+    return out if isinstance(out, dict) else None
+
+
+def items(v: Any, *path: str | int) -> list | None:
+    """The array at ``path``, or ``None`` when it is not an array."""
+    out = get(v, *path)
+    return out if isinstance(out, list) else None
+
+
+def text(v: Any, *path: str | int) -> str | None:
+    """The value at ``path`` as a string: strings as they are, numbers and booleans as JSON text."""
+    out = get(v, *path)
+    if out is None or isinstance(out, str):
+        return out
+    if isinstance(out, bool):
+        return "true" if out else "false"
+    if isinstance(out, (int, float)):
+        return json.dumps(out)
+    return orjson.dumps(out).decode()
+
+
+def name(v: Any, *path: str | int) -> str | None:
+    """The string at ``path``, or ``None`` when absent or empty."""
+    return text(v, *path) or None
+
+
+def integer(v: Any, *path: str | int) -> int | None:
+    """The value at ``path`` as an integer: integers, integral text, finite numbers truncated."""
+    out = get(v, *path)
+    if isinstance(out, bool):
+        return int(out)
+    if isinstance(out, int):
+        return out if -(2**63) <= out < 2**63 else None
+    if isinstance(out, float):
+        return int(out) if math.isfinite(out) and abs(out) < 2**63 else None
+    if isinstance(out, str):
+        try:
+            return int(out.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def boolean(v: Any, *path: str | int) -> bool | None:
+    """The value at ``path`` as a boolean: booleans, ``"true"``/``"false"`` text, numbers (non-zero)."""
+    out = get(v, *path)
+    if isinstance(out, bool):
+        return out
+    if isinstance(out, (int, float)):
+        return out != 0
+    if isinstance(out, str):
+        low = out.strip().lower()
+        return True if low in _TRUE else False if low in _FALSE else None
+    return None
+
+
+def first(*values: Any) -> Any:
+    """The first of several probes that is not ``None``."""
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def first_of(values: Iterable[Any]) -> Any:
+    """The first element that is not ``None``."""
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def last_of(values: list[Any]) -> Any:
+    """The last element that is not ``None``."""
+    for value in reversed(values):
+        if value is not None:
+            return value
+    return None
+
+
+def non_empty(value: Any) -> bool:
+    """A string of at least one character."""
+    return isinstance(value, str) and len(value) > 0
+
+
+def flags_from_results(results: Any, stage: str) -> list[Flag]:
+    """Safety flags from an Azure ``content_filter_results`` object.
+
+    Each ``{category: {filtered, severity | detected}}`` entry becomes one
+    flag; entries with none of those fields (``error`` objects, for example)
+    are skipped. Anything but an object gives no flags.
+    """
+    if not isinstance(results, dict):
+        return []
+    flags = []
+    for category, value in results.items():
+        if not isinstance(value, dict):
+            continue
+        severity = text(value, "severity")
+        flag = {
+            "stage": stage,
+            "category": category,
+            "severity": None if severity is None else severity.lower(),
+            "filtered": boolean(value, "filtered"),
+            "detected": boolean(value, "detected"),
+        }
+        if flag["severity"] is not None or flag["filtered"] is not None or flag["detected"] is not None:
+            flags.append(flag)
+    return flags
+
+
+def prompt_flags(v: Any) -> list[Flag]:
+    """Flags from ``prompt_filter_results`` (also logged as ``prompt_annotations``)."""
+    entries = first(items(v, "prompt_filter_results"), items(v, "prompt_annotations")) or ()
+    return [f for p in entries for f in flags_from_results(get(p, "content_filter_results"), "prompt")]
+
+
+def completion_flags(v: Any) -> list[Flag]:
+    """Flags from every ``choices[].content_filter_results`` of one completion or chunk."""
+    return [
+        f for c in items(v, "choices") or () for f in flags_from_results(get(c, "content_filter_results"), "completion")
+    ]
+
+
+def error_flags(err: Any) -> list[Flag]:
+    """Flags from a provider error's ``innererror.content_filter_result(s)`` (prompt stage)."""
+    results = first(
+        get(err, "innererror", "content_filter_result"),
+        get(err, "innererror", "content_filter_results"),
+        get(err, "content_filter_result"),
+        get(err, "content_filter_results"),
+    )
+    return flags_from_results(results, "prompt")
+
+
+def _greatest(a: bool | int | None, b: bool | int | None) -> bool | int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def merge_flags(flags: list[Flag]) -> list[Flag]:
+    """One flag per (stage, category): the worst severity, and filtered/detected if any says so.
+
+    Streams repeat a category on every annotation frame; this keeps one entry
+    for each, sorted by stage then category. A severity outside the
+    vocabulary counts as unknown; ``filtered`` is true if any flag says so,
+    false if one says false and none true, ``None`` if none tells.
+    """
+    merged: dict[tuple[str, str], list] = {}
+    for f in flags:
+        key = (f["stage"], f["category"])
+        rank = _RANK.get(f["severity"])
+        kept = merged.get(key)
+        if kept is None:
+            merged[key] = [rank, f["filtered"], f["detected"]]
+        else:
+            kept[0] = _greatest(kept[0], rank)
+            kept[1] = _greatest(kept[1], f["filtered"])
+            kept[2] = _greatest(kept[2], f["detected"])
+    return [
+        {
+            "stage": stage,
+            "category": category,
+            "severity": None if rank is None else SEVERITIES[rank],
+            "filtered": filtered,
+            "detected": detected,
+        }
+        for (stage, category), (rank, filtered, detected) in sorted(merged.items())
+    ]
+
+
+def any_filtered(flags: list[Flag], stage: str | None = None) -> bool:
+    """True when any flag (of ``stage``, if given) has ``filtered: true``."""
+    return any(f["filtered"] is True and (stage is None or f["stage"] == stage) for f in flags)
