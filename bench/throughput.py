@@ -76,6 +76,8 @@ def run_pipeline(table: Path, work: Path, files_per_trigger: int, contract: bool
     ]
     started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if os.environ.get("GATEWATCH_BENCH_LOG"):
+        Path(os.environ["GATEWATCH_BENCH_LOG"]).write_text(proc.stdout + proc.stderr)
     wall = time.monotonic() - started
     if proc.returncode != 0:
         sys.exit(f"gatewatch run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
