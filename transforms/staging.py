@@ -1,11 +1,11 @@
 """Transforms as fixed steps whose column expressions are built once.
 
-Building a parse's column expressions is most of the cost of a small
-micro-batch: every ``F.*`` call is a round trip to the JVM, and the parse has
-thousands of them. The expressions name columns and never depend on the
-DataFrame they are applied to, so a ``Steps`` transform builds them on first
-use and applies the same ones to every batch. ``key`` says when they must be
-rebuilt (a parser registered since, another Spark gateway).
+Building column expressions is a fixed cost of every micro-batch: every
+``F.*`` call is a round trip to the JVM, and the contract alone has hundreds
+of them. The expressions name columns and never depend on the DataFrame they
+are applied to, so a ``Steps`` transform builds them on first use and applies
+the same ones to every batch. ``key`` says when they must be rebuilt (a
+shape parser registered since, another Spark gateway).
 """
 
 from __future__ import annotations
