@@ -24,6 +24,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
 from gatewatch.schemas import PARSED_COLUMNS, REQUESTS
+from gatewatch.transforms.fields import Row
+from gatewatch.transforms.outcome import classify
+from gatewatch.transforms.parsers.registry import OUTCOME_PARSERS, parse_row
+from gatewatch.transforms.payload import read_payloads
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -65,12 +69,8 @@ def parse_values(
     logging_error_codes: list[list[str] | None],
 ) -> dict[str, list[Any]]:
     """Parse rows given as columns of Python values; return the PARSE_OUTPUT columns as lists."""
-    from gatewatch.transforms.fields import Row
-    from gatewatch.transforms.outcome import classify
-    from gatewatch.transforms.parsers.registry import _builtin, parse_row
-    from gatewatch.transforms.payload import read_payloads
-
-    _builtin()
+    if not OUTCOME_PARSERS:  # a fresh Python worker: importing the package registers the built-ins
+        import gatewatch.transforms.parsers  # noqa: F401
     names = [f.name for f in PARSE_OUTPUT.fields]
     out: dict[str, list[Any]] = {name: [] for name in names}
     for request, response, status, codes in zip(requests, responses, statuses, logging_error_codes):
