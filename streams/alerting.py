@@ -45,6 +45,7 @@ from gatewatch.settings import AlertRule, RatioCondition, Settings
 from gatewatch.streams import outputs as out
 from gatewatch.streams.batch import BatchContext, utc_now
 from gatewatch.streams.alert_outbox import Courier, OutboxEntry
+from gatewatch.streams.logs import error_summary
 from gatewatch.streams.sinks import Sink, build_sinks
 from gatewatch.streams.sinks.config import DeltaSinkSettings
 from gatewatch.streams.sinks.model import Alert, parse_iso
@@ -307,8 +308,8 @@ class Alerting:
             except Exception as err:  # noqa: BLE001 - see the docstring
                 if not safe:
                     raise
-                log.error("alert_delivery_pass_failed", error=str(err).splitlines()[0][:300])
-                return {"delivered": 0, "failed": 0, "pending": -1, "resent": 0}
+                log.error("alert_delivery_pass_failed", error=error_summary(err))
+                return {"delivered": 0, "failed": 0, "pending": None, "resent": 0}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -328,7 +329,7 @@ class Alerting:
                 if self.courier.due(self.firing):
                     self.deliver(session, safe=True)
             except Exception as err:  # noqa: BLE001 - keep the ticker alive
-                log.error("alert_delivery_tick_failed", error=str(err).splitlines()[0][:300])
+                log.error("alert_delivery_tick_failed", error=error_summary(err))
 
     def close(self) -> None:
         """Stop the background deliveries and close the sinks."""

@@ -38,3 +38,21 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
+
+
+_WRAPPER_LINES = ("An error occurred while calling", "Traceback (most recent call last)")
+
+
+def error_summary(err: BaseException, limit: int = 300) -> str:
+    """The line of an error that says what went wrong, for a log field.
+
+    A Py4J error's first line only names the JVM call (``An error occurred
+    while calling o123.save.``); the exception and its message follow on
+    the next line (``: io.delta.exceptions.ConcurrentAppendException: ...``).
+    The first line that is neither such a wrapper nor a stack frame is kept.
+    """
+    for line in str(err).splitlines():
+        text = line.strip().lstrip(":").strip()
+        if text and not text.startswith(_WRAPPER_LINES) and not text.startswith("at "):
+            return text[:limit]
+    return type(err).__name__

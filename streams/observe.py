@@ -27,6 +27,7 @@ import structlog
 from pyspark.sql.streaming import StreamingQueryListener
 
 from gatewatch.errors import GatewatchError
+from gatewatch.streams.logs import error_summary
 
 log = structlog.get_logger("gatewatch.observe")
 
@@ -185,7 +186,7 @@ class Observer:
         try:
             latest = self._latest(self._tables[source])
         except Exception as err:  # noqa: BLE001 - a lag that cannot be read is reported as unknown
-            log.debug("latest_commit_unreadable", source=source, error=str(err).splitlines()[0][:200])
+            log.debug("latest_commit_unreadable", source=source, error=error_summary(err, 200))
             latest = None
         with self._lock:
             seen = self._seen[source]
@@ -257,7 +258,7 @@ class ProgressListener(StreamingQueryListener):
         try:
             self.observer.on_progress(json.loads(event.progress.json))
         except Exception as err:  # noqa: BLE001 - a listener must never stop the query
-            log.warning("progress_not_recorded", error=str(err).splitlines()[0][:200])
+            log.warning("progress_not_recorded", error=error_summary(err, 200))
 
     def onQueryIdle(self, event: Any) -> None:  # noqa: N802
         pass
