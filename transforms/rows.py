@@ -53,12 +53,12 @@ def _arrow_type(dt: Any, large: bool) -> pa.DataType:
     out = to_arrow_type(dt)
     if not large:
         return out
-    # Spark asks for large strings back when it sends them (useLargeVarTypes).
+    # Spark wants large strings back when it sends them (useLargeVarTypes), in plain lists.
     if pa.types.is_string(out):
         return pa.large_string()
     if pa.types.is_list(out) and pa.types.is_struct(out.value_type):
         fields = [pa.field(f.name, pa.large_string() if pa.types.is_string(f.type) else f.type) for f in out.value_type]
-        return pa.large_list(pa.struct(fields))
+        return pa.list_(pa.struct(fields))
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pyspark.sql import functions as F
 
-from gatewatch.schemas import CANONICAL_INPUT, OUTCOMES, REQUEST_COLUMNS
+from gatewatch.schemas import CANONICAL_INPUT, OUTCOMES, PARSED_COLUMNS, REQUEST_COLUMNS
 from gatewatch.transforms.pipeline import parse_inference_rows, quarantine_view, requests_view
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
@@ -147,3 +147,24 @@ def test_parse(landed, name):
     actual = {key: derived[key](row) if key in derived else row.get(key) for key in expected}
     actual["quarantine_reason"] = None
     assert actual == expected
+
+
+def test_the_parse_is_the_same_when_spark_sends_large_arrow_strings(spark):
+    """With ``useLargeVarTypes`` on (large Arrow strings, as some runtimes send), every fixture parses the same."""
+    rows = [canonical_row(i, name, fx) for i, (name, fx) in enumerate(FIXTURES.items(), start=1)]
+    source = spark.createDataFrame([tuple(r[f.name] for f in CANONICAL_INPUT.fields) for r in rows], CANONICAL_INPUT)
+    columns = ["databricks_request_id", "quarantine_reason", "parser_version", *PARSED_COLUMNS]
+
+    def parse() -> list[tuple]:
+        return sorted(tuple(r) for r in source.transform(parse_inference_rows()).select(*columns).collect())
+
+    key = "spark.sql.execution.arrow.useLargeVarTypes"
+    before = spark.conf.get(key, "false")
+    plain = parse()
+    try:
+        spark.conf.set(key, "true")
+        large = parse()
+    finally:
+        spark.conf.set(key, before)
+    assert len(plain) == len(FIXTURES)
+    assert large == plain
