@@ -96,6 +96,21 @@ def trace_id(row: Row) -> str | None:
     return V.text(row.payload.resp, *_TRACE_INFO, "trace_id")
 
 
+def answer(row: Row, *, last: bool) -> dict[str, Any]:
+    """What every parser reports about the answer: model, finish reason, trace id and tokens.
+
+    ``last`` picks a stream's last finish reason instead of a response's first.
+    """
+    return {"model": model(row), "finish_reason": finish_reason(row, last=last), "trace_id": trace_id(row),
+            **tokens(row)}
+
+
+def filter_error(row: Row) -> dict[str, Any]:
+    """The error columns of a call a safety filter refused: type ``content_filter``, the code and message logged."""
+    return {"error_type": "content_filter", "error_code": error_code(row) or "content_filter",
+            "error_message": error_message(row)}
+
+
 def _error_field(row: Row, key: str) -> Any:
     error = row.payload.error
     return None if error is None else error[key]

@@ -17,15 +17,12 @@ from gatewatch.transforms.parsers.registry import parse_with, register
 @register("error", version="1.0.0")
 def columns(row: Row) -> dict:
     """Reads the located payloads and the status; returns the parsed request columns."""
-    return dict(
-        model=fields.model(row),
-        finish_reason=fields.finish_reason(row, last=True),
-        trace_id=fields.trace_id(row),
-        error_type=fields.error_type(row),
-        error_code=fields.error_code(row),
-        error_message=fields.error_message(row),
-        **fields.tokens(row),
-    )
+    return {
+        **fields.answer(row, last=True),
+        "error_type": fields.error_type(row),
+        "error_code": fields.error_code(row),
+        "error_message": fields.error_message(row),
+    }
 
 
 parse = parse_with("error")

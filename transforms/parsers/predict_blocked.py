@@ -17,15 +17,7 @@ from gatewatch.transforms.parsers.registry import parse_with, register
 @register("predict_blocked", version="1.0.0")
 def columns(row: Row) -> dict:
     """Reads the located payloads; returns the parsed request columns with the filter's error."""
-    return dict(
-        model=fields.model(row),
-        finish_reason=fields.finish_reason(row, last=False),
-        trace_id=fields.trace_id(row),
-        error_type="content_filter",
-        error_code=fields.error_code(row) or "content_filter",
-        error_message=fields.error_message(row),
-        **fields.tokens(row),
-    )
+    return {**fields.answer(row, last=False), **fields.filter_error(row)}
 
 
 parse = parse_with("predict_blocked")

@@ -17,12 +17,7 @@ from gatewatch.transforms.parsers.registry import parse_with, register
 @register("predict_ok", version="1.0.0")
 def columns(row: Row) -> dict:
     """Reads the located payloads; returns the parsed request columns."""
-    return dict(
-        model=fields.model(row),
-        finish_reason=fields.finish_reason(row, last=False),
-        trace_id=fields.trace_id(row),
-        **fields.tokens(row),
-    )
+    return fields.answer(row, last=False)
 
 
 parse = parse_with("predict_ok")

@@ -16,15 +16,7 @@ from gatewatch.transforms.parsers.registry import parse_with, register
 @register("stream_blocked_partial", version="1.0.0")
 def columns(row: Row) -> dict:
     """Reads the located payloads; returns the parsed request columns with the filter's error."""
-    return dict(
-        model=fields.model(row),
-        finish_reason=fields.finish_reason(row, last=True),
-        trace_id=fields.trace_id(row),
-        error_type="content_filter",
-        error_code=fields.error_code(row) or "content_filter",
-        error_message=fields.error_message(row),
-        **fields.tokens(row),
-    )
+    return {**fields.answer(row, last=True), **fields.filter_error(row)}
 
 
 parse = parse_with("stream_blocked_partial")
