@@ -20,6 +20,7 @@ from gatewatch.errors import (
 from gatewatch.schemas import QUARANTINE, REQUESTS, SAFETY_EVENTS, TOKEN_EVENTS
 from gatewatch.settings import Settings, SourceSettings
 from gatewatch.streams import outputs as out
+from gatewatch.streams.logs import error_summary
 from gatewatch.streams.parsers import load_parser_modules
 from gatewatch.streams.batch import BatchContext, BatchHook, handle_batch
 from gatewatch.streams.observe import Observer, ProgressListener, latest_commit
@@ -93,9 +94,8 @@ def explain(err: BaseException, source: str, checkpoint: str, index: int = 0) ->
         k in text.lower() for k in ("parse", "corrupt", "invalid", "malformed", "unexpected", "eof", "json",
                                     "incomplete log file", "failed to read log file")
     ):
-        return CheckpointCorruptError(checkpoint, text.splitlines()[0][:200], index)
-    first = next((line for line in text.splitlines() if line.strip()), text)
-    return StreamFailedError(f"the query for source '{source}' failed: {first[:400]}")
+        return CheckpointCorruptError(checkpoint, error_summary(err, 200), index)
+    return StreamFailedError(f"the query for source '{source}' failed: {error_summary(err, 400)}")
 
 
 def start_query(

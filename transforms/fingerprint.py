@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from gatewatch.transforms import variant as V
+
 Transform = Callable[[DataFrame], DataFrame]
 
 _SCALARS = r"\b(BIGINT|INT|SMALLINT|TINYINT|STRING|BOOLEAN|DOUBLE|FLOAT|VOID|DATE|TIMESTAMP(_NTZ)?|BINARY|DECIMAL\(\d+,\d+\)|VARIANT)\b"
@@ -37,9 +39,9 @@ def with_shape_fingerprint() -> Transform:
     def apply(df: DataFrame) -> DataFrame:
         shape = F.concat(
             F.lit("request="),
-            _shape_of(F.try_parse_json("request"), F.col("request"), F.col("_req_invalid")),
+            _shape_of(V.parse(F.col("request")), F.col("request"), F.col("_req_invalid")),
             F.lit(" response="),
-            _shape_of(F.try_parse_json("response"), F.col("response"), F.col("_resp_invalid")),
+            _shape_of(V.parse(F.col("response")), F.col("response"), F.col("_resp_invalid")),
         )
         return df.withColumn("shape", shape).withColumn(
             "shape_fingerprint", F.substring(F.sha2(F.col("shape"), 256), 1, 16)

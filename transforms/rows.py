@@ -15,6 +15,7 @@ Python over one ``orjson`` parse run several times faster (README,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -47,19 +48,23 @@ PARSE_OUTPUT = StructType(
 _INPUT = ("request", "response", "status_code", "logging_error_codes")
 
 
-def _arrow_type(dt: Any, large: bool) -> pa.DataType:
+@functools.cache
+def _output_types(large: bool) -> tuple[pa.DataType, ...]:
+    """The Arrow type of each PARSE_OUTPUT column, with large strings when Spark sends them.
+
+    Spark wants large strings back when it sends them (``useLargeVarTypes``),
+    but in plain lists: it refuses ``LargeList``.
+    """
     from pyspark.sql.pandas.types import to_arrow_type
 
-    out = to_arrow_type(dt)
-    if not large:
-        return out
-    # Spark wants large strings back when it sends them (useLargeVarTypes), in plain lists.
-    if pa.types.is_string(out):
-        return pa.large_string()
-    if pa.types.is_list(out) and pa.types.is_struct(out.value_type):
-        fields = [pa.field(f.name, pa.large_string() if pa.types.is_string(f.type) else f.type) for f in out.value_type]
-        return pa.list_(pa.struct(fields))
-    return out
+    def adapt(t: pa.DataType) -> pa.DataType:
+        if large and pa.types.is_string(t):
+            return pa.large_string()
+        if large and pa.types.is_list(t) and pa.types.is_struct(t.value_type):
+            return pa.list_(pa.struct([pa.field(f.name, adapt(f.type)) for f in t.value_type]))
+        return t
+
+    return tuple(adapt(to_arrow_type(f.dataType)) for f in PARSE_OUTPUT.fields)
 
 
 def parse_values(
@@ -87,7 +92,8 @@ def parse_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     """One Arrow batch of canonical rows, with the PARSE_OUTPUT columns appended."""
     large = pa.types.is_large_string(batch.schema.field("request").type)
     columns = parse_values(*(batch.column(name).to_pylist() for name in _INPUT))
-    arrays = [pa.array(columns[f.name], type=_arrow_type(f.dataType, large)) for f in PARSE_OUTPUT.fields]
+    types = _output_types(large)
+    arrays = [pa.array(columns[f.name], type=t) for f, t in zip(PARSE_OUTPUT.fields, types)]
     return pa.RecordBatch.from_arrays(
         [*batch.columns, *arrays], names=[*batch.schema.names, *(f.name for f in PARSE_OUTPUT.fields)]
     )

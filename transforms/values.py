@@ -163,14 +163,6 @@ def first_of(values: Iterable[Any]) -> Any:
     return None
 
 
-def last_of(values: list[Any]) -> Any:
-    """The last element that is not ``None``."""
-    for value in reversed(values):
-        if value is not None:
-            return value
-    return None
-
-
 def non_empty(value: Any) -> bool:
     """A string of at least one character."""
     return isinstance(value, str) and len(value) > 0

@@ -15,11 +15,6 @@ from gatewatch.schemas import SAFETY_FLAG
 FLAGS_TYPE = ArrayType(SAFETY_FLAG)
 
 
-def get(v: Column, path: str, type_: str = "string") -> Column:
-    """The value at a JSON path as ``type_``, or null when absent or of another type."""
-    return F.try_variant_get(v, path, type_)
-
-
 def items(v: Column, path: str = "$") -> Column:
     """The array at ``path`` as ``array<variant>``, or null when it is not an array."""
     return F.try_variant_get(v, path, "array<variant>")
