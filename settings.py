@@ -301,9 +301,14 @@ class AlertSettings(_Frozen):
     ``conf/alerts.yaml``) when the config file does not list them itself.
     ``deliver_interval_s`` is how often a running job retries pending outbox
     entries and re-sends firing alerts to Alertmanager between micro-batches
-    (0 turns that off; batches still deliver). A rule is evaluated by
-    reading the rows its windows hold and counting them on the driver; once
-    those are more than ``max_rows_per_rule``, Spark aggregates them instead.
+    (0 turns that off; batches still deliver). Each batch's rows are added
+    to running counts per rule, group and window; every
+    ``recount_interval_s`` (and after a restart or a failed batch) the counts
+    are taken from the tables instead, which also picks up rows written by
+    others, such as a quarantine replay (0: from the tables after every
+    batch). A recount reads the rows the windows hold and counts them on the
+    driver; once those are more than ``max_rows_per_rule``, Spark aggregates
+    them instead.
     """
 
     enabled: bool = True
@@ -311,6 +316,7 @@ class AlertSettings(_Frozen):
     rules: tuple[AlertRule, ...] = ()
     deliver_interval_s: float = Field(15.0, ge=0)
     max_rows_per_rule: int = Field(200_000, ge=0)
+    recount_interval_s: float = Field(300.0, ge=0)
 
     @field_validator("rules", mode="before")
     @classmethod

@@ -48,11 +48,24 @@ class OutboxEntry:
     created_at: datetime
     attempts: int = 0
 
-    def row(self) -> dict[str, Any]:
-        """The outbox row (pending)."""
-        return {"event_id": self.event_id, "sink": self.sink, "dedup_key": self.dedup_key, "rule": self.rule,
-                "status": self.status, "alert": self.alert, "created_at": self.created_at,
-                "delivery_status": "pending", "attempts": self.attempts, "delivered_at": None, "last_error": None}
+    def row(self, update: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The outbox row: pending, or as a delivery attempt left it (``update``, a ``Sent.updates`` value)."""
+        row = {"event_id": self.event_id, "sink": self.sink, "dedup_key": self.dedup_key, "rule": self.rule,
+               "status": self.status, "alert": self.alert, "created_at": self.created_at,
+               "delivery_status": "pending", "attempts": self.attempts, "delivered_at": None, "last_error": None}
+        if update is not None:
+            row.update({k: update[k] for k in ("delivery_status", "attempts", "delivered_at", "last_error")})
+        return row
+
+
+@dataclass
+class Sent:
+    """What one round of sends did: counts, the attempt records, the outbox status of each entry tried."""
+
+    counts: dict[str, int]
+    records: list[dict[str, Any]]
+    updates: dict[tuple[str, str], dict[str, Any]]
+    """By ``(event_id, sink)``: ``delivery_status``, ``attempts``, ``delivered_at``, ``last_error``."""
 
 
 class Courier:
@@ -125,9 +138,20 @@ class Courier:
 
     def _deliver(self, spark: SparkSession, firing: Mapping[str, Alert], fresh: list[OutboxEntry]) -> dict[str, int]:
         entries = fresh if self.pending == 0 else self._read_pending(spark)
+        sent = self.send(entries, firing)
+        self._write_results(spark, sent.records, list(sent.updates.values()))
+        self.pending = sent.counts["pending"]
+        return sent.counts
+
+    def send(self, entries: Sequence[OutboxEntry], firing: Mapping[str, Alert]) -> Sent:
+        """Send ``entries`` in order, then re-send ``firing`` alerts to Alertmanager when due; read and write nothing.
+
+        A sink that fails (not permanently) is taken as down for the rest of
+        the round: its later entries are left pending without a try.
+        """
         down: set[str] = set()
         records: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
+        updates: dict[tuple[str, str], dict[str, Any]] = {}
         left: set[tuple[str, str]] = set()
         counts = {"delivered": 0, "failed": 0, "pending": 0, "resent": 0}
         for entry in entries:
@@ -153,10 +177,10 @@ class Courier:
                 state, counts["pending"] = "pending", counts["pending"] + 1
                 down.add(entry.sink)
                 left.add((entry.dedup_key, entry.sink))
-            updates.append({"event_id": entry.event_id, "sink": entry.sink, "delivery_status": state,
-                            "attempts": attempt, "delivered_at": at if result.ok else None,
-                            "last_error": result.error})
-        moved = {entry.dedup_key for entry in entries}  # a transition in this pass: no re-send on top
+            updates[(entry.event_id, entry.sink)] = {
+                "event_id": entry.event_id, "sink": entry.sink, "delivery_status": state, "attempts": attempt,
+                "delivered_at": at if result.ok else None, "last_error": result.error}
+        moved = {entry.dedup_key for entry in entries}  # a transition in this round: no re-send on top
         for alert in list(firing.values()):
             for name in self.targets(alert.rule):
                 sink = self.sinks.get(name)
@@ -173,9 +197,7 @@ class Courier:
                     counts["resent"] += 1
                 else:
                     down.add(name)
-        self._write_results(spark, records, updates)
-        self.pending = counts["pending"]
-        return counts
+        return Sent(counts, records, updates)
 
     @staticmethod
     def _record(event_id: str, alert: Alert, result, kind: str, attempt: int, at: datetime) -> dict[str, Any]:
@@ -184,9 +206,13 @@ class Courier:
                 "requests": result.attempts, "http_status": result.http_status, "error": result.error,
                 "response_body": result.response_body, "duration_ms": float(result.duration_ms), "at": at}
 
-    def _write_results(self, spark: SparkSession, records: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
+    def record(self, spark: SparkSession, records: Sequence[dict[str, Any]]) -> None:
+        """Append delivery attempt records to the deliveries table."""
         if records:
-            append_plain(spark.createDataFrame(records, ALERT_DELIVERIES), self.tables["deliveries"])
+            append_plain(spark.createDataFrame(list(records), ALERT_DELIVERIES), self.tables["deliveries"])
+
+    def _write_results(self, spark: SparkSession, records: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
+        self.record(spark, records)
         if updates:
             schema = StructType([ALERT_OUTBOX[c] for c in ("event_id", "sink", "delivery_status", "attempts",
                                                            "delivered_at", "last_error")])
@@ -210,6 +236,7 @@ class Courier:
             for alert in list(firing.values())
             for name in self.targets(alert.rule)
         )
+
 
 def append_plain(df: DataFrame, target: out.Table) -> None:
     """A plain append (delivery records are not tied to a micro-batch)."""

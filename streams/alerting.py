@@ -1,26 +1,41 @@
-"""Alerting inside the job: evaluate the rules after each micro-batch, keep alert state, deliver through an outbox.
+"""Alerting inside the job: evaluate the rules with each micro-batch, keep alert state, deliver through an outbox.
 
 One ``Alerting`` per job, shared by the queries of all its sources (a lock
-serialises them). After a batch's outputs are written, its ``hook``:
+serialises them). It is a batch stage (``streams.batch``):
 
-1. moves the event-time clock to the latest ``request_time`` processed;
-2. evaluates every rule over its stream table (only the rows its windows
-   need) and compares the result with the firing alerts (``transforms.alerts``);
-3. appends each fire/resolve transition to the outbox, one row per sink,
-   ``pending`` (an idempotent append under the batch's app id and batch id);
-4. delivers pending outbox entries, records every attempt in the deliveries
-   table and marks entries ``delivered`` (or ``failed`` when the sink said
-   the request can never succeed); a sink that is down keeps its entries
-   pending for a later pass. Firing alerts are re-sent to Alertmanager when
-   due. A delivery problem is logged and never fails the batch;
-5. merges the transitions into the alerts table (one row per dedup key,
-   under the batch's idempotent-DML guard).
+1. **Before the batch's writes** (``before_writes``) it moves the event-time
+   clock to the latest ``request_time`` of the batch, adds the batch's rows
+   to each rule's running counts per group and window (``alert_decision``
+   cells), decides the fire/resolve transitions against the firing alerts
+   and, when nothing older waits in the outbox, sends them at once. The
+   counts come from the batch's own rows, so an alert does not wait for the
+   batch's writes nor re-read the tables.
+2. **Alongside the writes** (the ticket's ``write``) it records the
+   transitions: appended to the outbox, one row per sink, with how the send
+   went (``delivered``, ``failed`` when the sink said the request can never
+   succeed, or ``pending`` for a later pass), or appended ``pending`` and
+   sent in order by a delivery pass when older entries wait; every attempt
+   goes to the deliveries table. The outbox append is idempotent per (app
+   id, batch id). Then the transitions are queued for the alerts table (one
+   row per dedup key), which ``alert_state.StateWriter`` merges in the
+   background; at start the state is the newest of that table and the
+   outbox (``alert_state.load_state``), so a transition the table missed is
+   neither lost nor re-fired. Delivery is at least once: a crash after a
+   send and before the outbox append sends it again.
+3. **After the writes** (``after_writes``), when the running counts could
+   not be trusted before them (the first batch of a run, the batch after a
+   failure, a batch that replaced rows by MERGE, or every
+   ``alerts.recount_interval_s``), it counts every rule's windows from the
+   tables instead, then decides, sends and records as above.
 
-The outbox append comes before the state MERGE: a batch retried after a
-crash between the two recomputes the same transitions, skips the append
-(already committed) and completes the MERGE. The state, the event-time clock
-and the last send per alert and sink are cached in memory but always loaded
-from the tables at start, so a restart neither re-fires nor forgets an alert.
+A failed batch drops the running counts and reloads the firing alerts from
+the alerts table, so its retry recounts from the tables. The state, the
+event-time clock and the last send per alert and sink are kept in memory but
+always loaded from the tables at start, so a restart neither re-fires nor
+forgets an alert. A delivery problem is logged and never fails the batch;
+firing alerts are re-sent to Alertmanager when due (Alertmanager resolves
+an alert that is not re-sent), and a background pass retries pending
+entries between batches.
 
 The ``delta`` sink type is the alerts table itself; a ``delta`` sink naming
 another ``table`` also gets every transition appended there.
@@ -28,9 +43,11 @@ another ``table`` also gets every transition appended there.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -43,18 +60,47 @@ from gatewatch.errors import ConfigError
 from gatewatch.schemas import ALERT_DELIVERIES, ALERT_OUTBOX, ALERTS
 from gatewatch.settings import AlertRule, RatioCondition, Settings
 from gatewatch.streams import outputs as out
-from gatewatch.streams.batch import BatchContext, utc_now
+from gatewatch.streams.batch import BatchContext, batch_frames, utc_now
 from gatewatch.streams.alert_outbox import Courier, OutboxEntry
+from gatewatch.streams.alert_state import StateWriter, alert_row, load_state
 from gatewatch.streams.logs import error_summary
 from gatewatch.streams.sinks import Sink, build_sinks
 from gatewatch.streams.sinks.config import DeltaSinkSettings
 from gatewatch.streams.sinks.model import Alert, parse_iso
 from gatewatch.transforms import alert_decision as D
 from gatewatch.transforms import alerts as A
+from gatewatch.transforms.alerts import span
 
 log = structlog.get_logger("gatewatch.alerting")
 
 STATE_TABLES = {"alerts": ALERTS, "outbox": ALERT_OUTBOX, "deliveries": ALERT_DELIVERIES}
+STREAM_ROLES = ("requests", "quarantine", "token_events", "safety_events")
+"""The tables alert rules read, by role (``rows`` is requests and quarantine together)."""
+
+
+@dataclass
+class Ticket:
+    """One batch's way through the alerting: its transitions, their sends and the recording still to do."""
+
+    app_id: str
+    batch_id: int
+    now: datetime
+    generation: int
+    evaluated: bool = False
+    """Evaluated before the writes, from the running counts."""
+    transitions: list[Alert] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """Outbox rows to append."""
+    entries: list[OutboxEntry] | None = None
+    """Entries a delivery pass sends after the append (older entries wait); None: sent already."""
+    records: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: {"delivered": 0, "failed": 0, "pending": 0, "resent": 0})
+    timings: dict[str, float] = field(default_factory=dict)
+    writes: list[Callable[[], None]] = field(default_factory=list)
+    """The recording, run alongside the batch's writes (each callable in its own thread)."""
+    recording: bool = False
+    """A recording (``Alerting._write``) is under way: the batch counts in ``Alerting.inflight``."""
+    settled: bool = False
 
 
 def alert_tables(settings: Settings) -> dict[str, out.Table]:
@@ -81,9 +127,15 @@ def _delta_sink_tables(settings: Settings, alerts: out.Table) -> list[out.Table]
 
 def stream_frame(spark: SparkSession, tables: Mapping[str, out.Table], stream: str) -> DataFrame:
     """The table (or, for ``rows``, the union of requests and quarantine) a rule's stream reads."""
+    return stream_of({role: tables[role].read(spark) for role in ("requests", "quarantine", stream)
+                      if role in tables}, stream)
+
+
+def stream_of(frames: Mapping[str, DataFrame], stream: str) -> DataFrame:
+    """A rule's stream from frames by role: that frame, or for ``rows`` requests and quarantine together."""
     if stream == "rows":
-        return A.rows_stream(tables["requests"].read(spark), tables["quarantine"].read(spark))
-    return tables[stream].read(spark)
+        return A.rows_stream(frames["requests"], frames["quarantine"])
+    return frames[stream]
 
 
 def check_rules(spark: SparkSession, rules: Sequence[AlertRule], tables: Mapping[str, out.Table]) -> None:
@@ -108,16 +160,6 @@ def check_rules(spark: SparkSession, rules: Sequence[AlertRule], tables: Mapping
                                   f"a Spark SQL condition over the columns of the {rule.stream} stream", reason) from None
 
 
-def _alert_row(alert: Alert, now: datetime) -> dict[str, Any]:
-    return {
-        "dedup_key": alert.dedup_key, "rule": alert.rule, "group": dict(alert.group), "status": alert.status,
-        "severity": alert.severity, "summary": alert.summary, "value": alert.value, "threshold": alert.threshold,
-        "counts": dict(alert.counts), "window_start": alert.window_start, "window_end": alert.window_end,
-        "started_at": alert.started_at, "ended_at": alert.ended_at, "updated_at": now,
-        "event_id": D.event_id(alert), "alert": alert.to_json(),
-    }
-
-
 class Alerting:
     """The alerting of one job: rules, state, outbox, delivery (see the module docstring).
 
@@ -135,6 +177,9 @@ class Alerting:
         self.spark = spark
         self.settings = settings
         self.rules = {r.name: r for r in settings.alerts.rules}
+        streams = {r.stream for r in settings.alerts.rules}
+        self.roles = [role for role in STREAM_ROLES if role in streams or (role in ("requests", "quarantine")
+                                                                           and "rows" in streams)]
         self.tables = dict(tables)
         self.clock = clock
         check_rules(spark, settings.alerts.rules, self.tables)
@@ -146,16 +191,23 @@ class Alerting:
         self.max_us: int | None = self._load_clock()
         self.courier = Courier(self.tables, self.sinks, self.targets, clock)
         self.courier.load_last_sent(spark, self.firing)
-        self.heavy: dict[str, bool] = {}  # rules aggregated by Spark (see ``measure``)
+        self.heavy: dict[str, bool] = {}  # rules aggregated by Spark (see ``count``)
+        self.cells: dict[str, D.Cells] | None = None  # running counts; None: recount after the next writes
+        self.generation = 0  # bumped by every recount
+        self.recounted_at = time.monotonic()
+        self.reload = False  # reload the state before the next batch (a batch failed)
+        self.inflight = 0  # batches whose transitions are not recorded yet
+        self.settled = threading.Condition(self.lock)
+        self.recording = threading.Lock()  # one batch records at a time, in batch order
+        self.session = spark.newSession()  # the recording's and the state writer's session
+        self.state = StateWriter(self.session, self.tables["alerts"])
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
     # ------------------------------------------------------------------ start-up state
 
     def _load_firing(self) -> dict[str, Alert]:
-        rows = self.tables["alerts"].read(self.spark).where(F.col("status") == "firing").select("alert").collect()
-        alerts = [Alert.from_json(r["alert"]) for r in rows]
-        return {a.dedup_key: a for a in alerts}
+        return load_state(self.spark, self.tables)
 
     def _load_clock(self) -> int | None:
         times = self.tables["requests"].read(self.spark).select("request_time").unionByName(
@@ -163,101 +215,210 @@ class Alerting:
         )
         return times.agg(F.max(F.unix_micros("request_time"))).first()[0]
 
-    # ------------------------------------------------------------------ the batch hook
+    # ------------------------------------------------------------------ the batch stage
 
-    def hook(self, ctx: BatchContext, parsed: DataFrame, batch_id: int, metrics: dict[str, Any]) -> None:
-        """The ``BatchHook``: evaluate, fill the outbox, deliver, merge the state (see the module docstring)."""
-        started = time.monotonic()
-        spark = parsed.sparkSession
-        timings: dict[str, float] = {}
+    def before_writes(self, ctx: BatchContext, parsed: DataFrame, batch_id: int, metrics: dict[str, Any], *,
+                      replaces_rows: bool = False, frames: Mapping[str, DataFrame] | None = None) -> Ticket | None:
+        """Evaluate the rules with the batch's rows added and send the transitions, before the batch's writes.
 
-        def lap(name: str) -> None:
-            timings[name] = round(time.monotonic() - started - sum(timings.values()), 3)
-
+        Returns the batch's ticket: its bookkeeping (``ticket.writes``) runs
+        alongside the batch's writes. When the running counts cannot be
+        trusted (first batch, after a failure, a batch replacing rows, a
+        recount due) the evaluation waits for the writes (``after_writes``).
+        """
         if not metrics.get("rows"):  # nothing new: neither the windows nor the clock changed
             metrics["alerts"] = {"fired": 0, "resolved": 0, "firing": len(self.firing)}
-            return
+            return None
+        started = time.monotonic()
         latest = metrics.get("event_time")
         batch_max = None if latest is None else A.micros(parse_iso(latest))
         with self.lock:
+            if self.reload:
+                self.state.flush()
+                self.firing = self._load_firing()
+                self.courier.load_last_sent(self.spark, self.firing)
+                self.reload = False
             if batch_max is not None and (self.max_us is None or batch_max > self.max_us):
                 self.max_us = batch_max
-            now = ctx.clock()
-            transitions = self.evaluate(spark, now)
-            lap("evaluate_s")
-            entries = self.outbox_entries(transitions, now)
-            if entries:
-                rows = [e.row() for e in entries]
-                out.append(spark.createDataFrame(rows, ALERT_OUTBOX), self.tables["outbox"], ctx.app_id, batch_id)
-            if transitions and self.extra_tables:
-                history = spark.createDataFrame([_alert_row(a, now) for a in transitions], ALERTS)
-                for table in self.extra_tables:
-                    out.append(history, table, ctx.app_id, batch_id)
-            lap("outbox_s")
-            after = dict(self.firing)
-            for alert in transitions:
-                after.pop(alert.dedup_key, None)
-                if alert.firing:
-                    after[alert.dedup_key] = alert
-            delivered = self.deliver(spark, fresh=entries, firing=after, safe=True)
-            lap("deliver_s")
-            if transitions:
-                self.merge_state(spark, transitions, now, ctx.app_id, batch_id)
-            lap("merge_s")
+            ticket = Ticket(ctx.app_id, batch_id, ctx.clock(), self.generation)
+            if self.cells is None or replaces_rows or self._recount_due() or self.max_us is None:
+                return ticket
+            max_time = A.from_micros(self.max_us)
+            frames = batch_frames(parsed, ticket.now) if frames is None else frames
+            more = self.count(parsed.sparkSession, frames, max_time, tables=False)
+            self.cells = {name: D.prune(rule, D.add_cells(self.cells.get(name, {}), more[name]), max_time)
+                          for name, rule in self.rules.items()}
+            ticket.evaluated = True
+            ticket.timings["evaluate_s"] = round(time.monotonic() - started, 3)
+            self._announce(ticket, self._decide(self.cells, ticket.now, max_time), parsed.sparkSession)
+            ticket.timings["send_s"] = round(time.monotonic() - started - ticket.timings["evaluate_s"], 3)
+        return ticket
+
+    def after_writes(self, ctx: BatchContext, parsed: DataFrame, batch_id: int, metrics: dict[str, Any],
+                     ticket: Ticket | None) -> None:
+        """Recount from the tables when the batch could not be evaluated before its writes; report the batch."""
+        if ticket is None:
+            return
+        if not ticket.evaluated:
+            started = time.monotonic()
+            with self.lock:
+                self._recount(ticket)
+                ticket.timings["evaluate_s"] = round(time.monotonic() - started, 3)
+                if self.max_us is not None:
+                    self._announce(ticket, self._decide(self.cells, ticket.now, A.from_micros(self.max_us)),
+                                   parsed.sparkSession)
+                ticket.timings["send_s"] = round(time.monotonic() - started - ticket.timings["evaluate_s"], 3)
+            for write in ticket.writes:
+                write()
+        elif self.generation != ticket.generation:
+            with self.lock:  # another query recounted while this batch wrote: its rows may be in both
+                self.cells = None
         metrics["alerts"] = {
-            "fired": sum(a.firing for a in transitions),
-            "resolved": sum(not a.firing for a in transitions),
+            "fired": sum(a.firing for a in ticket.transitions),
+            "resolved": sum(not a.firing for a in ticket.transitions),
             "firing": len(self.firing),
-            **delivered,
-            "seconds": round(time.monotonic() - started, 3),
-            **timings,
+            **ticket.counts,
+            "recounted": not ticket.evaluated,
+            **ticket.timings,
         }
 
-    def measure(self, spark: SparkSession, max_time: datetime) -> dict[str, list[D.Measure]]:
-        """Every rule's numbers per group and window, read from the stream tables.
+    def abort(self, ticket: Ticket | None) -> None:
+        """The batch failed: drop the running counts and reload the alert state before the next batch."""
+        with self.lock:
+            if ticket is not None and ticket.recording and not ticket.settled:
+                ticket.settled = True
+                self._settle()
+            self.cells = None
+            self.reload = True
+            self.courier.pending = None
 
-        Each table is read once for all its rules (``alerts.scan``), in one
-        Spark job, and the rows are counted here; a rule whose windows held
-        more than ``max_rows_per_rule`` rows last time is aggregated by Spark
+    def _recount_due(self) -> bool:
+        every = self.settings.alerts.recount_interval_s
+        return every == 0 or time.monotonic() - self.recounted_at >= every
+
+    def _recount(self, ticket: Ticket) -> None:
+        """Count every rule's windows from the tables (the batch's rows are written)."""
+        if self.max_us is None:
+            self.cells = {name: {} for name in self.rules}
+        else:
+            max_time = A.from_micros(self.max_us)
+            frames = {role: self.tables[role].read(self.spark) for role in self.roles}
+            self.cells = self.count(self.spark, frames, max_time, tables=True)
+        self.generation += 1
+        ticket.generation = self.generation
+        self.recounted_at = time.monotonic()
+
+    def count(self, spark: SparkSession, frames: Mapping[str, DataFrame], max_time: datetime, *,
+              tables: bool) -> dict[str, D.Cells]:
+        """Every rule's cells (per group and window) from the stream frames by role.
+
+        Each frame is read once for all its rules (``alerts.scan``), in one
+        Spark job, and the rows are counted here. Reading the tables
+        (``tables``), a rule whose windows held more than
+        ``max_rows_per_rule`` rows last time is aggregated by Spark
         (``alerts.windowed``) until they shrink to half that.
         """
         limit = self.settings.alerts.max_rows_per_rule
         rules = list(self.rules.values())
-        measures: dict[str, list[D.Measure]] = {r.name: [] for r in rules}
-        light = [i for i, r in enumerate(rules) if not self.heavy.get(r.name)]
-        heavy = [r for r in rules if self.heavy.get(r.name)]
+        cells: dict[str, D.Cells] = {r.name: {} for r in rules}
+        heavy = [r for r in rules if tables and self.heavy.get(r.name)]
+        light = [i for i, r in enumerate(rules) if r not in heavy]
         if light:
             branches = [b for b in A.plan(rules) if set(b.rules) & set(light)]
             branches = [A.Branch(b.table, b.rows, tuple(i for i in b.rules if i in light)) for b in branches]
-            frames = [self.tables[b.table].read(spark).transform(A.scan(b, rules, max_time)) for b in branches]
-            scanned = A.union_all(frames).collect()
+            bounded = max_time if tables else None  # a batch's rows are few: no time filter to build
+            scanned = A.union_all([frames[b.table].transform(A.scan(b, rules, bounded)) for b in branches]).collect()
             for i in light:
                 rows = list(D.rule_rows(i, rules[i], scanned))
-                measures[rules[i].name] = D.measures_from_rows(rules[i], rows, max_time)
-                self.heavy[rules[i].name] = len(rows) > limit
+                cells[rules[i].name] = D.count_rows(rules[i], rows, max_time)
+                if tables:
+                    self.heavy[rules[i].name] = len(rows) > limit
         if heavy:
-            frames = [stream_frame(spark, self.tables, r.stream).transform(A.windowed(r, max_time))
-                      .transform(A.relevant) for r in heavy]
-            for row in A.union_all(frames).collect():
-                measures[row["rule"]].append(D.Measure.from_row(row))
+            windows = [stream_of(frames, r.stream).transform(A.windowed(r, max_time, upcoming=True)) for r in heavy]
+            collected = A.union_all(windows).collect()
             for rule in heavy:
-                self.heavy[rule.name] = sum(m.rows for m in measures[rule.name] if m.current) > limit // 2
-        return measures
+                cells[rule.name] = D.cells_from_windows(rule, (w for w in collected if w["rule"] == rule.name))
+                current = span(rule, max_time).current_start // (rule.slide_s * A.US)
+                self.heavy[rule.name] = sum(c[0] for (_, k), c in cells[rule.name].items() if k == current) > limit // 2
+        return cells
 
-    def evaluate(self, spark: SparkSession, now: datetime) -> list[Alert]:
-        """The transitions of every rule at the current event time."""
-        if self.max_us is None:
-            return []
-        max_time = A.from_micros(self.max_us)
-        measures = self.measure(spark, max_time)
+    def _decide(self, cells: Mapping[str, D.Cells], now: datetime, max_time: datetime) -> list[Alert]:
+        """The transitions of every rule from its cells at event time ``max_time``."""
         transitions: list[Alert] = []
         for name, rule in self.rules.items():
             firing = {k: a for k, a in self.firing.items() if a.rule == name}
-            transitions += D.decide(rule, measures[name], firing, now=now, max_time=max_time)
+            measures = D.measures_from_cells(rule, cells.get(name, {}), max_time)
+            transitions += D.decide(rule, measures, firing, now=now, max_time=max_time)
         for alert in self.firing.values():
             if alert.rule not in self.rules:
                 transitions.append(D.resolve(None, alert, None, now=now, max_time=max_time))
         return transitions
+
+    def _announce(self, ticket: Ticket, transitions: list[Alert], spark: SparkSession) -> None:
+        """Take ``transitions`` as the new state and send them; the ticket's ``writes`` record it all.
+
+        When nothing is pending in the outbox and no other batch is still
+        recording, the transitions are sent now and written to the outbox
+        with how that went. Otherwise they are written pending and a
+        delivery pass sends them in order after the older entries.
+        """
+        ticket.transitions = transitions
+        entries = self.outbox_entries(transitions, ticket.now)
+        for alert in transitions:
+            self.firing.pop(alert.dedup_key, None)
+            if alert.firing:
+                self.firing[alert.dedup_key] = alert
+            else:
+                self.courier.forget(alert.dedup_key)
+        if self.inflight == 0 and self.courier.pending == 0:
+            sent = self.courier.send(entries, self.firing)
+            ticket.rows = [e.row(sent.updates.get((e.event_id, e.sink))) for e in entries]
+            ticket.records, ticket.counts = sent.records, sent.counts
+        else:
+            ticket.rows, ticket.entries = [e.row() for e in entries], entries
+        if ticket.rows or transitions or ticket.entries is not None:
+            self.inflight += 1
+            ticket.recording = True
+            ticket.writes.append(functools.partial(self._write, ticket))
+        if ticket.records:  # the attempts made now, on the batch's session, alongside the outbox
+            ticket.writes.append(functools.partial(self.courier.record, spark, ticket.records))
+
+    def _write(self, ticket: Ticket) -> None:
+        """Record a batch's transitions: the outbox (with a delivery pass if they wait), attempts, state.
+
+        Runs on the alerting's own session, one batch at a time, alongside
+        the batch's output writes. The outbox append comes before the state
+        MERGE (see the module docstring).
+        """
+        started = time.monotonic()
+        spark = self.session
+        try:
+            with self.recording:
+                if ticket.rows:
+                    out.append(spark.createDataFrame(ticket.rows, ALERT_OUTBOX), self.tables["outbox"],
+                               ticket.app_id, ticket.batch_id)
+                if ticket.transitions and self.extra_tables:
+                    history = spark.createDataFrame([alert_row(a, ticket.now) for a in ticket.transitions], ALERTS)
+                    for table in self.extra_tables:
+                        out.append(history, table, ticket.app_id, ticket.batch_id)
+                if ticket.entries is not None:
+                    with self.lock:
+                        ticket.counts = self.deliver(spark, fresh=ticket.entries, safe=True, waiting=False)
+                else:
+                    with self.lock:
+                        if self.courier.pending is not None:
+                            self.courier.pending += ticket.counts.get("pending", 0)
+                self.state.put(ticket.transitions, ticket.now)
+        finally:
+            ticket.timings["record_s"] = round(time.monotonic() - started, 3)
+            with self.lock:
+                if not ticket.settled:
+                    ticket.settled = True
+                    self._settle()
+
+    def _settle(self) -> None:
+        self.inflight -= 1
+        self.settled.notify_all()
 
     def targets(self, rule_name: str) -> list[str]:
         """The sinks (other than ``delta``) a rule's alerts go to: its own list, or every configured sink."""
@@ -273,38 +434,22 @@ class Alerting:
             for sink in self.targets(a.rule)
         ]
 
-    def merge_state(self, spark: SparkSession, transitions: Sequence[Alert], now: datetime, app_id: str,
-                    batch_id: int) -> None:
-        """Upsert the transitions into the alerts table (once per app id and batch id); update the cache."""
-        source = spark.createDataFrame([_alert_row(a, now) for a in transitions], ALERTS)
-        with out.idempotent_dml(spark, app_id, batch_id):
-            (
-                self.tables["alerts"].delta(spark).alias("t")
-                .merge(source.alias("s"), "t.dedup_key = s.dedup_key")
-                .whenMatchedUpdateAll()
-                .whenNotMatchedInsertAll()
-                .execute()
-            )
-        for alert in transitions:
-            if alert.firing:
-                self.firing[alert.dedup_key] = alert
-            else:
-                self.firing.pop(alert.dedup_key, None)
-                self.courier.forget(alert.dedup_key)
-
     # ------------------------------------------------------------------ delivery
 
     def deliver(self, spark: SparkSession | None = None, fresh: Sequence[OutboxEntry] = (), *,
-                firing: Mapping[str, Alert] | None = None, safe: bool = False) -> dict[str, int]:
-        """One delivery pass (``Courier.deliver``) under the lock.
+                safe: bool = False, waiting: bool = True) -> dict[str, int]:
+        """One delivery pass (``Courier.deliver``) under the lock, re-sending from the current firing alerts.
 
-        ``firing`` is the state to re-send from (default: the current one; the
-        batch hook passes the state its transitions lead to). With ``safe``, a failure to read or record is logged instead of raised
-        (the batch hook and the background pass: delivery never stops the stream).
+        With ``waiting`` (callers outside a batch), the pass first waits for
+        the batches still recording their transitions. With ``safe``, a
+        failure to read or record is logged instead of raised (batches and
+        the background pass: delivery never stops the stream).
         """
         with self.lock:
+            if waiting:
+                self.settled.wait_for(lambda: self.inflight == 0)
             try:
-                return self.courier.deliver(spark or self.spark, self.firing if firing is None else firing, fresh)
+                return self.courier.deliver(spark or self.spark, self.firing, fresh)
             except Exception as err:  # noqa: BLE001 - see the docstring
                 if not safe:
                     raise
@@ -337,6 +482,7 @@ class Alerting:
         if self._ticker is not None:
             self._ticker.join(timeout=30)
             self._ticker = None
+        self.state.close()
         for sink in self.sinks.values():
             sink.close()
 

@@ -3,17 +3,24 @@
 ``handle_batch`` is a module-level function so a test can call it with a
 static DataFrame and a batch id. Each write is idempotent per (app id, batch
 id), so a batch replayed after a crash writes nothing twice.
+
+A batch runs in four steps: parse (the parsed rows are kept), the stages'
+``before_writes`` (alerting evaluates and sends here), the writes (the
+output tables and each stage's ticket ``write``, in parallel), the stages'
+``after_writes`` and then the hooks. A stage's ``abort`` runs when the batch
+fails after its ``before_writes``.
 """
 
 from __future__ import annotations
 
-import time
 import functools
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pyspark import StorageLevel
@@ -35,8 +42,21 @@ from gatewatch.transforms.pipeline import (
 log = structlog.get_logger("gatewatch.batch")
 
 Clock = Callable[[], datetime]
-Append = tuple[DataFrame, out.Table, int]
+Append = tuple[Callable[[], DataFrame], out.Table, int]
 BatchHook = Callable[["BatchContext", DataFrame, int, dict[str, Any]], None]
+"""Called after a batch's writes with the context, the parsed rows, the batch id and the metrics."""
+
+
+class BatchStage(Protocol):
+    """Work around a batch's writes (alerting). The ticket may carry ``writes``, run alongside the batch's writes."""
+
+    def before_writes(self, ctx: BatchContext, parsed: DataFrame, batch_id: int, metrics: dict[str, Any], *,
+                      replaces_rows: bool = False, frames: Mapping[str, DataFrame] | None = None) -> Any: ...
+
+    def after_writes(self, ctx: BatchContext, parsed: DataFrame, batch_id: int, metrics: dict[str, Any],
+                     ticket: Any) -> None: ...
+
+    def abort(self, ticket: Any) -> None: ...
 
 
 def utc_now() -> datetime:
@@ -55,6 +75,7 @@ class BatchContext:
     contract: Any | None = None
     clock: Clock = utc_now
     hooks: tuple[BatchHook, ...] = field(default_factory=tuple)
+    stages: tuple[BatchStage, ...] = field(default_factory=tuple)
     token_events: out.Table | None = None
     safety_events: out.Table | None = None
     on_metrics: Callable[[dict[str, Any]], None] | None = None
@@ -115,6 +136,42 @@ def process(batch: DataFrame, contract: Any | None) -> DataFrame:
     )
 
 
+class BatchFrames(Mapping[str, DataFrame]):
+    """What a batch writes to each output table, by role, each frame built when first asked for.
+
+    Roles: ``requests``, ``quarantine``, ``token_events``, ``safety_events``.
+    Building a frame plans its projection (a fixed cost per batch), so a
+    frame nobody asks for costs nothing.
+    """
+
+    def __init__(self, parsed: DataFrame, now: datetime) -> None:
+        self._build: dict[str, Callable[[], DataFrame]] = {
+            "requests": lambda: parsed.transform(requests_view()),
+            "quarantine": lambda: parsed.transform(quarantine_view(now)),
+            "token_events": lambda: self["requests"].transform(token_events),
+            "safety_events": lambda: self["requests"].transform(safety_events),
+        }
+        self._built: dict[str, DataFrame] = {}
+        self._lock = threading.RLock()  # the writes ask from several threads
+
+    def __getitem__(self, role: str) -> DataFrame:
+        with self._lock:
+            if role not in self._built:
+                self._built[role] = self._build[role]()
+            return self._built[role]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._build)
+
+    def __len__(self) -> int:
+        return len(self._build)
+
+
+def batch_frames(parsed: DataFrame, now: datetime) -> BatchFrames:
+    """What a batch writes to each output table, by role (``BatchFrames``)."""
+    return BatchFrames(parsed, now)
+
+
 def materialize(df: DataFrame) -> DataFrame:
     """Compute ``df`` once and keep its rows (memory, spilling to disk) under a plan that is only those rows.
 
@@ -160,31 +217,46 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
             for r in raw.where(~F.col("_change_type").isin(*PROCESSED_CHANGE_TYPES))
             .groupBy("_change_type").agg(F.count("*").alias("n")).collect()
         }
-        requests = parsed.transform(requests_view())
+        frames = batch_frames(parsed, now)
         quarantined = sum(n for k, n in counts.items() if k[1] is None)
-        if any(k[0] == "update_postimage" and k[1] is not None for k in counts):
-            latest = requests.transform(latest_per_request("source_commit_version"))
-            with out.idempotent_dml(spark, ctx.app_id, batch_id):
-                (
-                    ctx.requests.delta(spark).alias("t")
-                    .merge(latest.alias("s"), "t.databricks_request_id = s.databricks_request_id")
-                    .whenMatchedUpdateAll()
-                    .whenNotMatchedInsertAll()
-                    .execute()
-                )
-                _merge_events(ctx, spark, latest)
-            appends = [(parsed.transform(quarantine_view(now)), ctx.quarantine, quarantined)]
-        else:
-            appends = [
-                (requests, ctx.requests, sum(n for k, n in counts.items() if k[1] is not None)),
-                (parsed.transform(quarantine_view(now)), ctx.quarantine, quarantined),
-                *_event_appends(ctx, requests, events),
-            ]
-        _append_all(ctx, appends, batch_id)
-        timings["write_s"] = time.monotonic() - started - timings["parse_s"]
+        replaces = any(k[0] == "update_postimage" and k[1] is not None for k in counts)
         metrics = _metrics(ctx, batch_id, counts, skipped, time.monotonic() - started)
         metrics.update(events)
-        metrics.update({k: round(v, 3) for k, v in timings.items()})
+        tickets: list[tuple[BatchStage, Any]] = []
+        try:
+            for stage in ctx.stages:
+                tickets.append((stage, stage.before_writes(ctx, parsed, batch_id, metrics, replaces_rows=replaces,
+                                                            frames=frames)))
+            timings["alerts_s"] = time.monotonic() - started - timings["parse_s"]
+            extra = [w for _, t in tickets for w in getattr(t, "writes", ())]
+            if replaces:
+                latest = frames["requests"].transform(latest_per_request("source_commit_version"))
+                with out.idempotent_dml(spark, ctx.app_id, batch_id):
+                    (
+                        ctx.requests.delta(spark).alias("t")
+                        .merge(latest.alias("s"), "t.databricks_request_id = s.databricks_request_id")
+                        .whenMatchedUpdateAll()
+                        .whenNotMatchedInsertAll()
+                        .execute()
+                    )
+                    _merge_events(ctx, spark, latest)
+                appends = [(lambda: frames["quarantine"], ctx.quarantine, quarantined)]
+            else:
+                appends = [
+                    (lambda: frames["requests"], ctx.requests, sum(n for k, n in counts.items() if k[1] is not None)),
+                    (lambda: frames["quarantine"], ctx.quarantine, quarantined),
+                    *_event_appends(ctx, frames, events),
+                ]
+            _append_all(ctx, appends, batch_id, extra)
+            timings["write_s"] = time.monotonic() - started - timings["parse_s"] - timings["alerts_s"]
+            metrics["duration_s"] = round(time.monotonic() - started, 3)
+            metrics.update({k: round(v, 3) for k, v in timings.items()})
+            for stage, ticket in tickets:
+                stage.after_writes(ctx, parsed, batch_id, metrics, ticket)
+        except BaseException:
+            for stage, ticket in tickets:
+                stage.abort(ticket)
+            raise
         for hook in ctx.hooks:
             hook(ctx, parsed, batch_id, metrics)
     finally:
@@ -237,18 +309,19 @@ def _event_counts() -> list:
     ]
 
 
-def _event_appends(ctx: BatchContext, requests: DataFrame, counts: dict[str, Any]) -> list[Append]:
+def _event_appends(ctx: BatchContext, frames: Mapping[str, DataFrame], counts: dict[str, Any]) -> list[Append]:
     """The batch's token-usage and safety event appends, with their row counts."""
     appends: list[Append] = []
     if ctx.token_events is not None:
-        appends.append((requests.transform(token_events), ctx.token_events, counts["token_events"]))
+        appends.append((lambda: frames["token_events"], ctx.token_events, counts["token_events"]))
     if ctx.safety_events is not None:
-        appends.append((requests.transform(safety_events), ctx.safety_events, counts["safety_events"]))
+        appends.append((lambda: frames["safety_events"], ctx.safety_events, counts["safety_events"]))
     return appends
 
 
-def _append_all(ctx: BatchContext, appends: list[Append], batch_id: int) -> None:
-    """Append to each table once per (app id, batch id), the tables in parallel.
+def _append_all(ctx: BatchContext, appends: list[Append], batch_id: int,
+                extra: list[Callable[[], None]] = ()) -> None:
+    """Append to each table once per (app id, batch id), the tables (and ``extra`` writes) in parallel.
 
     An append with no rows is skipped (there is nothing to write twice).
     Every idempotent append makes Delta look up the table's transactions,
@@ -256,17 +329,20 @@ def _append_all(ctx: BatchContext, appends: list[Append], batch_id: int) -> None
     parallel overlaps those, and one that fails fails the batch after the
     others finished (the retried batch skips the appends that committed).
     """
-    todo = [(df, table) for df, table, rows in appends if rows]
+    todo = [functools.partial(_append, frame, table, ctx.app_id, batch_id) for frame, table, rows in appends if rows]
+    todo += extra
     if len(todo) <= 1:
-        for df, table in todo:
-            out.append(df, table, ctx.app_id, batch_id)
+        for write in todo:
+            write()
         return
     with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="gatewatch-append") as pool:
-        futures = [
-            pool.submit(inheritable_thread_target(out.append), df, table, ctx.app_id, batch_id) for df, table in todo
-        ]
+        futures = [pool.submit(inheritable_thread_target(write)) for write in todo]
         for future in futures:
             future.result()
+
+
+def _append(frame: Callable[[], DataFrame], table: out.Table, app_id: str, batch_id: int) -> None:
+    out.append(frame(), table, app_id, batch_id)
 
 
 def _merge_events(ctx: BatchContext, spark, latest: DataFrame) -> None:

@@ -22,7 +22,7 @@ from gatewatch.settings import Settings, SourceSettings
 from gatewatch.streams import outputs as out
 from gatewatch.streams.logs import error_summary
 from gatewatch.streams.parsers import load_parser_modules
-from gatewatch.streams.batch import BatchContext, BatchHook, handle_batch
+from gatewatch.streams.batch import BatchContext, BatchHook, BatchStage, handle_batch
 from gatewatch.streams.observe import Observer, ProgressListener, latest_commit
 from gatewatch.streams.recovery import damaged_file, resume_version
 from gatewatch.streams.sinks.base import Sink
@@ -106,6 +106,7 @@ def start_query(
     contract: Any | None,
     hooks: tuple[BatchHook, ...] = (),
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
+    stages: tuple[BatchStage, ...] = (),
 ) -> RunningSource:
     """Start the streaming query of one source."""
     checkpoint = checkpoint_for(settings, table.settings)
@@ -116,6 +117,7 @@ def start_query(
         quarantine=tables["quarantine"],
         contract=contract,
         hooks=hooks,
+        stages=stages,
         token_events=tables.get("token_events"),
         safety_events=tables.get("safety_events"),
         on_metrics=on_metrics,
@@ -157,9 +159,9 @@ class Job:
     """All the queries of one gatewatch run.
 
     With alerting enabled and rules configured, the job also builds an
-    ``Alerting`` (rules checked, alert tables created, state loaded) whose
-    hook runs after each batch's writes, and starts its delivery with the
-    queries. ``sinks`` replaces the sinks built from ``settings.sinks``
+    ``Alerting`` (rules checked, alert tables created, state loaded), a
+    stage of every batch (it evaluates and sends before the batch's writes),
+    and starts its delivery with the queries. ``sinks`` replaces the sinks built from ``settings.sinks``
     (the demo prints to its own stream). An ``Observer`` logs a ``progress``
     line per batch and keeps ``<checkpoint_root>/_status.json``.
     """
@@ -183,13 +185,14 @@ class Job:
         self.contract = load_contract(settings)
         self.tables = prepare_outputs(spark, settings)
         self.alerting = None
+        self.stages: tuple[BatchStage, ...] = ()
         if alerting_enabled(settings):
             from gatewatch.streams.alerting import Alerting, alert_tables, ensure_alert_tables
 
             self.tables.update(alert_tables(settings))
             ensure_alert_tables(spark, settings, self.tables)
             self.alerting = Alerting(spark, settings, self.tables, sinks=sinks)
-            self.hooks = (*self.hooks, self.alerting.hook)
+            self.stages = (self.alerting,)
         self.running: list[RunningSource] = []
         self.failures: dict[str, GatewatchError] = {}
 
@@ -207,7 +210,7 @@ class Job:
         for t in self.sources:
             try:
                 rs = start_query(self.spark, self.settings, t, self.tables, self.contract, self.hooks,
-                                 self.on_metrics)
+                                 self.on_metrics, self.stages)
             except Exception as err:
                 self._close_listener()
                 if isinstance(err, CheckpointCorruptError):
@@ -227,7 +230,7 @@ class Job:
 
     def _restart(self, rs: RunningSource) -> None:
         fresh = start_query(
-            self.spark, self.settings, rs.table, self.tables, self.contract, self.hooks, self.on_metrics
+            self.spark, self.settings, rs.table, self.tables, self.contract, self.hooks, self.on_metrics, self.stages
         )
         rs.query, rs.restarts = fresh.query, rs.restarts + 1
         self.observer.attach(rs.table.settings.source_name, rs.query, restarts=rs.restarts)

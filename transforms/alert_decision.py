@@ -1,7 +1,9 @@
 """The alert decision, in plain Python: counting windows, and fire once / resolve once per group.
 
-``measures_from_rows`` counts a rule's rows (collected by ``alerts.scan``)
-into its windows; ``decide`` compares those numbers with the alerts that are
+``count_rows`` counts a rule's rows (collected by ``alerts.scan``) into
+running per-window cells, which can be added to batch by batch
+(``add_cells``) and pruned as event time moves on; ``measures_from_cells``
+reads the windows that count at a given event time; ``decide`` compares those numbers with the alerts that are
 firing and returns the transitions: a fire for a group that newly meets the
 condition, a resolve for a firing group that no longer does (or has no rows
 left in the windows, because event time moved on). Alerts carry counts,
@@ -181,36 +183,99 @@ def meets(rule: AlertRule, rows: int, value: float) -> bool:
     return value > cond.threshold if cond.op == ">" else value >= cond.threshold
 
 
-def measures_from_rows(rule: AlertRule, rows: Iterable[Row], max_time: datetime) -> list[Measure]:
-    """Count a rule's rows into the windows that still count (the driver-side twin of ``alerts.windowed``).
+GroupKey = tuple[tuple[str, str], ...]
+Cells = dict[tuple[GroupKey, int], list]
+"""A rule's running counts: ``(group, k)`` (the window starting at ``k * slide``) to
+``[rows, matched, total, {sample: rows}]``."""
+
+
+def _k_first(rule: AlertRule, max_time: datetime) -> int:
+    """The first window (by start index) that still counts at ``max_time``: it ends after ``max_time - watermark``."""
+    w, s = rule.window_s * US, rule.slide_s * US
+    return (span(rule, max_time).first_end - w) // s + 1
+
+
+def count_rows(rule: AlertRule, rows: Iterable[Row], max_time: datetime) -> Cells:
+    """Count a rule's rows into every window holding them that still counts or is yet to come.
+
+    A row counts in each sliding window it falls in, from the first window
+    that still takes late rows at ``max_time`` up to the last window starting
+    at or before the row, so cells counted now stay right when event time
+    moves on and later windows become current. ``measures_from_cells`` picks
+    the windows that count at the time of a decision.
 
     Args:
         rule: the rule.
         rows: ``(t_us, group, hit, amount, sample)`` per row the rule takes
             (event time in microseconds, the group values, whether the ratio
             numerator holds, the summed value, an error message sample).
-        max_time: the event time evaluated.
-
-    Returns:
-        One ``Measure`` per group and window holding at least one row, for the
-        windows ending in ``(max_time - watermark, current end]``.
+        max_time: the event time reached.
     """
     w, s = rule.window_s * US, rule.slide_s * US
-    bounds = span(rule, max_time)
-    k_current = bounds.current_start // s
-    k_first = (bounds.first_end - w) // s + 1  # the smallest k with k*s + w > first_end
-    acc: dict[tuple[tuple[tuple[str, str], ...], int], list] = {}
+    k_first = _k_first(rule, max_time)
+    acc: Cells = {}
     for t, group, hit, amount, sample in rows:
         key = tuple(sorted(group.items()))
-        for k in range(max(k_first, (t - w) // s + 1), min(k_current, t // s) + 1):
-            cell = acc.setdefault((key, k), [0, 0, 0.0, {}])
+        for k in range(max(k_first, (t - w) // s + 1), t // s + 1):
+            cell = acc.get((key, k))
+            if cell is None:
+                cell = acc[(key, k)] = [0, 0, 0.0, {}]
             cell[0] += 1
             cell[1] += 1 if hit else 0
             cell[2] += amount or 0.0
             if sample:
                 cell[3][sample] = cell[3].get(sample, 0) + 1
+    return acc
+
+
+def cells_from_windows(rule: AlertRule, rows: Iterable[Mapping]) -> Cells:
+    """The cells of collected ``alerts.windowed`` rows (a rule aggregated by Spark)."""
+    s = rule.slide_s * US
+    cells: Cells = {}
+    for row in rows:
+        key = tuple(sorted((row["group"] or {}).items()))
+        sample = row["sample"]
+        cells[(key, row["window_start_us"] // s)] = [
+            int(row["rows"]), int(row["matched"] or 0), float(row["total"] or 0.0),
+            {sample: int(row["rows"])} if sample else {},
+        ]
+    return cells
+
+
+def add_cells(base: Cells, more: Cells) -> Cells:
+    """``base`` with ``more`` added, as a new mapping (neither argument changes)."""
+    out = dict(base)
+    for key, (n, matched, total, samples) in more.items():
+        have = out.get(key)
+        if have is None:
+            out[key] = [n, matched, total, dict(samples)]
+            continue
+        merged = dict(have[3])
+        for text, count in samples.items():
+            merged[text] = merged.get(text, 0) + count
+        out[key] = [have[0] + n, have[1] + matched, have[2] + total, merged]
+    return out
+
+
+def prune(rule: AlertRule, cells: Cells, max_time: datetime) -> Cells:
+    """``cells`` without the windows that no longer count at ``max_time`` (they never will again)."""
+    k_first = _k_first(rule, max_time)
+    return {key: cell for key, cell in cells.items() if key[1] >= k_first}
+
+
+def measures_from_cells(rule: AlertRule, cells: Cells, max_time: datetime) -> list[Measure]:
+    """One ``Measure`` per group and window that counts at ``max_time``.
+
+    Those are the windows ending in ``(max_time - watermark, current end]``
+    (the driver-side twin of ``alerts.windowed``).
+    """
+    w, s = rule.window_s * US, rule.slide_s * US
+    k_current = span(rule, max_time).current_start // s
+    k_first = _k_first(rule, max_time)
     out = []
-    for (key, k), (n, matched, total, samples) in sorted(acc.items()):
+    for (key, k), (n, matched, total, samples) in sorted(cells.items(), key=lambda item: item[0]):
+        if not k_first <= k <= k_current or n == 0:
+            continue
         value = _value(rule, n, matched, total)
         out.append(Measure(
             group=dict(key), window_start=from_micros(k * s), window_end=from_micros(k * s + w), rows=n,
@@ -220,6 +285,16 @@ def measures_from_rows(rule: AlertRule, rows: Iterable[Row], max_time: datetime)
             sample=max(samples, key=lambda text: (samples[text], text)) if samples else None,
         ))
     return out
+
+
+def measures_from_rows(rule: AlertRule, rows: Iterable[Row], max_time: datetime) -> list[Measure]:
+    """Count a rule's rows into the windows that count at ``max_time`` (``count_rows``, then ``measures_from_cells``).
+
+    Returns:
+        One ``Measure`` per group and window holding at least one row, for the
+        windows ending in ``(max_time - watermark, current end]``.
+    """
+    return measures_from_cells(rule, count_rows(rule, rows, max_time), max_time)
 
 
 def rule_rows(i: int, rule: AlertRule, scanned: Iterable[Mapping]) -> Iterator[Row]:

@@ -14,7 +14,7 @@ Two ways to get each group's numbers per window, with the same result:
 
 - ``scan(branch, rules, max_time)``: one narrow projection per table for
   all the rules that read it, counted on the driver by
-  ``alert_decision.measures_from_rows`` (one Spark job for every rule, no
+  ``alert_decision.count_rows`` (one Spark job for every rule, no
   shuffle: the fast path for the usual volumes);
 - ``windowed(rule, max_time)``: the aggregation in Spark, for a rule whose
   windows hold too many rows to collect.
@@ -22,7 +22,8 @@ Two ways to get each group's numbers per window, with the same result:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -31,6 +32,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import MapType, StringType
 
 from gatewatch.settings import AlertRule, RatioCondition, SumCondition
+from gatewatch.transforms.staging import gateway_key
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -190,19 +192,23 @@ def plan(rules: Sequence[AlertRule]) -> list[Branch]:
     return [Branch(table, rows, tuple(ids)) for (table, rows), ids in served.items()]
 
 
-def scan(branch: Branch, rules: Sequence[AlertRule], max_time: datetime) -> Transform:
-    """The rows of one table that the windows of its rules hold, reduced to what counting them needs.
+def scan(branch: Branch, rules: Sequence[AlertRule], max_time: datetime | None = None) -> Transform:
+    """The rows of one frame that its rules take, reduced to what counting them needs.
 
     Reads: ``request_time``, the rules' ``group_by`` columns and the columns
     their ``where``, ``condition.numerator`` and ``condition.column`` use
     (``error_message`` with ``include_text``).
     Returns: ``t_us`` (event time in microseconds since the epoch),
     ``g_<key>`` per group column (nulls as ``(none)``), and per rule number
-    ``i``: ``in_<i>`` (the row is in that rule's windows and passes its
-    ``where``), ``hit_<i>`` (the ratio numerator holds), ``amount_<i>`` (the
-    summed column) and ``sample_<i>``. Only rows some rule takes are kept.
+    ``i``: ``in_<i>`` (the row passes that rule's ``where``), ``hit_<i>``
+    (the ratio numerator holds), ``amount_<i>`` (the summed column) and
+    ``sample_<i>``. Only rows some rule takes are kept; with ``max_time``,
+    only rows some rule's windows can hold at that event time (reading a
+    whole table). Which windows a row counts in is left to
+    ``alert_decision.count_rows``. The column expressions are built once per
+    set of rules and reused for every frame.
     """
-    mine = [(i, rules[i]) for i in branch.rules]
+    mine = [rules[i] for i in branch.rules]
 
     def apply(df: DataFrame) -> DataFrame:
         if branch.table == "requests":
@@ -212,25 +218,36 @@ def scan(branch: Branch, rules: Sequence[AlertRule], max_time: datetime) -> Tran
             view = rows_view("quarantine")(df)
         else:
             view = df
-        bounds = [span(r, max_time) for _, r in mine]
-        view = view.where((F.col(EVENT_TIME) >= _ts(min(b.read_from for b in bounds)))
-                          & (F.col(EVENT_TIME) < _ts(max(b.read_until for b in bounds))))
-        keys = sorted({k for _, r in mine for k in r.group_by})
-        columns = [F.unix_micros(F.col(EVENT_TIME)).alias("t_us")]
-        columns += [_group_value(k).alias(f"g_{k}") for k in keys]
-        for i, rule in mine:
-            columns += [
-                (_in_span(rule, max_time) & _where(rule)).alias(f"in_{i}"),
-                _hit(rule).cast("boolean").alias(f"hit_{i}"),
-                _amount(rule).cast("double").alias(f"amount_{i}"),
-                _sample(rule, df.columns).cast("string").alias(f"sample_{i}"),
-            ]
-        taken = F.lit(False)
-        for i, _ in mine:
-            taken = taken | F.col(f"in_{i}")
+        if max_time is not None:
+            bounds = [span(r, max_time) for r in mine]
+            view = view.where((F.col(EVENT_TIME) >= _ts(min(b.read_from for b in bounds)))
+                              & (F.col(EVENT_TIME) < _ts(max(b.read_until for b in bounds))))
+        columns, taken = _scan_columns(branch, tuple(rules), "error_message" in df.columns, gateway_key())
         return view.select(*columns).where(taken)
 
     return apply
+
+
+@functools.lru_cache(maxsize=64)
+def _scan_columns(branch: Branch, rules: tuple[AlertRule, ...], has_message: bool,
+                  gateway: Hashable) -> tuple[list[Column], Column]:
+    """``scan``'s projection and filter (``gateway`` keys them to the Spark gateway that built them)."""
+    mine = [(i, rules[i]) for i in branch.rules]
+    keys = sorted({k for _, r in mine for k in r.group_by})
+    columns = [F.unix_micros(F.col(EVENT_TIME)).alias("t_us")]
+    columns += [_group_value(k).alias(f"g_{k}") for k in keys]
+    message = ["error_message"] if has_message else []
+    for i, rule in mine:
+        columns += [
+            _where(rule).alias(f"in_{i}"),
+            _hit(rule).cast("boolean").alias(f"hit_{i}"),
+            _amount(rule).cast("double").alias(f"amount_{i}"),
+            _sample(rule, message).cast("string").alias(f"sample_{i}"),
+        ]
+    taken = F.lit(False)
+    for i, _ in mine:
+        taken = taken | F.col(f"in_{i}")
+    return columns, taken
 
 
 def union_all(frames: Sequence[DataFrame]) -> DataFrame:
@@ -244,8 +261,12 @@ def union_all(frames: Sequence[DataFrame]) -> DataFrame:
 # --------------------------------------------------------------------------- in Spark
 
 
-def windowed(rule: AlertRule, max_time: datetime) -> Transform:
+def windowed(rule: AlertRule, max_time: datetime, *, upcoming: bool = False) -> Transform:
     """Aggregate a rule's stream into one row per group and window that still counts.
+
+    With ``upcoming``, also the windows ending after the current one (they
+    become current as event time moves on: the cells an incremental
+    evaluation starts from).
 
     Reads: as ``scan``. Returns: ``rule``, ``group`` (map of group column to
     value, nulls as ``(none)``), ``window_start_us``, ``window_end_us``,
@@ -274,7 +295,9 @@ def windowed(rule: AlertRule, max_time: datetime) -> Transform:
         ]
         grouped = rows.groupBy("_group", "_window").agg(*aggs)
         end_us = F.unix_micros(F.col("_window.end"))
-        kept = grouped.where((end_us > F.lit(bounds.first_end)) & (end_us <= F.lit(bounds.current_end)))
+        kept = grouped.where(end_us > F.lit(bounds.first_end))
+        if not upcoming:
+            kept = kept.where(end_us <= F.lit(bounds.current_end))
         if isinstance(cond, RatioCondition):
             value = F.col("matched") / F.col("rows")
         elif isinstance(cond, SumCondition):

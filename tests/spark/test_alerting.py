@@ -266,3 +266,40 @@ class TestRulesAtStart:
             Job(spark, settings_for(tmp_path, "http://127.0.0.1:9/", rules=[SPIKE_RULE, bad | {"name": "b"}]))
         assert info.value.key == "alerts.rules.1.where"
         assert "prompt_text" in str(info.value)
+
+
+class TestState:
+    def test_a_transition_the_alerts_table_missed_is_taken_from_the_outbox(self, spark, tmp_path):
+        """A run that stopped before its state MERGE: the start takes the outbox's newer transitions and merges them."""
+        from datetime import datetime, timezone
+
+        from gatewatch.schemas import ALERT_OUTBOX
+        from gatewatch.streams import outputs as out
+        from gatewatch.streams.alert_outbox import OutboxEntry
+        from gatewatch.streams.alert_state import load_state, merge_rows, alert_row
+        from gatewatch.streams.alerting import alert_tables, ensure_alert_tables
+        from gatewatch.streams.sinks.model import Alert
+        from gatewatch.transforms.alert_decision import event_id
+
+        settings = settings_for(tmp_path, "http://127.0.0.1:9/")
+        tables = alert_tables(settings)
+        ensure_alert_tables(spark, settings, tables)
+        at = [datetime(2026, 3, 2, 9, m, tzinfo=timezone.utc) for m in (0, 5, 10)]
+        fired = {name: Alert(rule="content_filter_spike", group={"endpoint": name}, summary="spike", value=0.8,
+                             threshold=0.5, window_start=at[0], window_end=at[1], started_at=at[1])
+                 for name in ("a", "b", "c")}
+        resolved_b = fired["b"].resolve(at[2], summary="calm")
+        merge_rows(spark, tables["alerts"], [alert_row(fired["a"], at[1]), alert_row(fired["b"], at[1])])
+        missed = [(fired["c"], at[1]), (resolved_b, at[2])]  # in the outbox only
+        entries = [OutboxEntry(event_id(a), "hook", a.dedup_key, a.rule, a.status, a.to_json(), when).row()
+                   for a, when in missed]
+        out.append(spark.createDataFrame(entries, ALERT_OUTBOX), tables["outbox"], "test", 0)
+
+        firing = load_state(spark, tables)
+
+        assert sorted(a.group["endpoint"] for a in firing.values()) == ["a", "c"]
+        state = {r["group"]["endpoint"]: (r["status"], r["updated_at"].replace(tzinfo=timezone.utc))
+                 for r in table(spark, tmp_path, "alerts").collect()}
+        assert state == {"a": ("firing", at[1]), "b": ("resolved", at[2]), "c": ("firing", at[1])}
+        merge_rows(spark, tables["alerts"], [alert_row(fired["b"], at[1])])  # an older transition again: no change
+        assert table(spark, tmp_path, "alerts").where(F.col("status") == "resolved").count() == 1

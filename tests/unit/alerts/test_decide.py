@@ -114,3 +114,35 @@ class TestCounting:
         rows = [(micros(T) - i * 1_000_000, {"endpoint": "chat"}, True, None, None) for i in range(20)]
         assert any(m.meets and m.current for m in measures_from_rows(RULE, rows, T))
         assert not any(m.meets for m in measures_from_rows(RULE, rows[:19], T))
+
+
+class TestRunningCounts:
+    def test_counts_added_batch_by_batch_match_counting_everything_later(self):
+        """Cells counted per batch as event time moves, then added and pruned, give the windows a single count gives."""
+        from gatewatch.transforms.alert_decision import add_cells, count_rows, measures_from_cells, prune
+
+        start = micros(T) - 20 * 60 * 1_000_000
+        rows = [(start + i * 17_000_000, {"endpoint": ["chat", "calm"][i % 2]}, i % 3 == 0, None, None)
+                for i in range(70)]
+        cells: dict = {}
+        for first in range(0, len(rows), 9):  # batches of 9 rows, the clock at each batch's latest row
+            batch = rows[first:first + 9]
+            clock = from_micros(max(t for t, *_ in batch))
+            cells = prune(RULE, add_cells(cells, count_rows(RULE, batch, clock)), clock)
+        clock = from_micros(rows[-1][0])
+        late = measures_from_cells(RULE, cells, clock)
+        once = measures_from_rows(RULE, rows, clock)
+        assert late == once
+        assert {m.group["endpoint"] for m in once} == {"chat", "calm"} and any(m.current for m in once)
+
+    def test_adding_cells_changes_neither_side(self):
+        """``add_cells`` returns a new mapping: the running counts stay as they were if a batch is dropped."""
+        from gatewatch.transforms.alert_decision import add_cells, count_rows
+
+        rows = [(micros(T), {"endpoint": "chat"}, True, None, "boom")]
+        base = count_rows(RULE, rows, T)
+        before = {k: [v[0], v[1], v[2], dict(v[3])] for k, v in base.items()}
+        more = count_rows(RULE, rows, T)
+        total = add_cells(base, more)
+        assert base == before and more == before
+        assert all(cell[0] == 2 and cell[3] == {"boom": 2} for cell in total.values())
