@@ -58,6 +58,11 @@ class OutboxEntry:
         return row
 
 
+def no_deliveries() -> dict[str, int]:
+    """The counts of a delivery round that did nothing: ``delivered``, ``failed``, ``pending``, ``resent``."""
+    return {"delivered": 0, "failed": 0, "pending": 0, "resent": 0}
+
+
 @dataclass
 class Sent:
     """What one round of sends did: counts, the attempt records, the outbox status of each entry tried."""
@@ -153,7 +158,7 @@ class Courier:
         records: list[dict[str, Any]] = []
         updates: dict[tuple[str, str], dict[str, Any]] = {}
         left: set[tuple[str, str]] = set()
-        counts = {"delivered": 0, "failed": 0, "pending": 0, "resent": 0}
+        counts = no_deliveries()
         for entry in entries:
             sink = self.sinks.get(entry.sink)
             if sink is None or entry.sink in down:

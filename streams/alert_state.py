@@ -13,7 +13,7 @@ key's latest outbox entry, then merges what the table missed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -62,27 +62,28 @@ def load_state(spark: SparkSession, tables: Mapping[str, out.Table]) -> dict[str
     Transitions the table missed (a run stopped before its writer merged
     them) are merged now.
     """
-    state = tables["alerts"].read(spark).select("dedup_key", "updated_at", "alert")
+    newest = {r["dedup_key"]: (r["updated_at"], r["alert"], True)
+              for r in tables["alerts"].read(spark).select("dedup_key", "updated_at", "alert").collect()}
     latest = (
         tables["outbox"].read(spark)
         .withColumn("_n", F.row_number().over(Window.partitionBy("dedup_key")
                                               .orderBy(F.col("created_at").desc(), F.col("event_id").desc())))
         .where(F.col("_n") == 1)
-        .select("dedup_key", F.col("created_at").alias("updated_at"), "alert")
+        .select("dedup_key", "created_at", "alert")
+        .collect()
     )
-    newest = state.unionByName(latest).withColumn(
-        "_n", F.row_number().over(Window.partitionBy("dedup_key").orderBy(F.col("updated_at").desc()))
-    ).where(F.col("_n") == 1)
-    behind = newest.join(state.select("dedup_key", F.col("updated_at").alias("_table_at")), "dedup_key", "left")
-    rows = behind.collect()
+    for r in latest:
+        known = newest.get(r["dedup_key"])
+        if known is None or r["created_at"] > known[0]:
+            newest[r["dedup_key"]] = (r["created_at"], r["alert"], False)
     firing: dict[str, Alert] = {}
     missed: list[dict[str, Any]] = []
-    for row in rows:
-        alert = Alert.from_json(row["alert"])
+    for at, text, in_table in newest.values():
+        alert = Alert.from_json(text)
         if alert.firing:
             firing[alert.dedup_key] = alert
-        if row["_table_at"] is None or row["updated_at"] > row["_table_at"]:
-            missed.append(alert_row(alert, row["updated_at"]))
+        if not in_table:
+            missed.append(alert_row(alert, at))
     if missed:
         merge_rows(spark, tables["alerts"], missed)
         log.info("alert_state_caught_up", transitions=len(missed))
@@ -93,16 +94,15 @@ class StateWriter:
     """Merges transitions into the alerts table on its own thread, in the order they were decided.
 
     Args:
-        spark: the session to merge with (not the job's: nothing else runs on it).
+        spark: the session to merge with.
         table: the alerts table.
-        on_error: told of a failed MERGE (the writer retries it).
+
+    A MERGE that fails is logged and retried after ``RETRY_S``.
     """
 
-    def __init__(self, spark: SparkSession, table: out.Table,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(self, spark: SparkSession, table: out.Table) -> None:
         self.spark = spark
         self.table = table
-        self.on_error = on_error
         self._queue: list[dict[str, Any]] = []
         self._busy = False
         self._stopping = False
@@ -148,8 +148,6 @@ class StateWriter:
             except Exception as err:  # noqa: BLE001 - retried; the outbox keeps the transitions meanwhile
                 failed = err
                 log.error("alert_state_merge_failed", error=error_summary(err), retry_in_s=RETRY_S)
-                if self.on_error is not None:
-                    self.on_error(err)
             with self._cond:
                 if failed is not None and self._stopping:
                     log.error("alert_state_not_merged", transitions=len(rows))  # the outbox has them: see load_state

@@ -10,7 +10,7 @@ serialises them). It is a batch stage (``streams.batch``):
    and, when nothing older waits in the outbox, sends them at once. The
    counts come from the batch's own rows, so an alert does not wait for the
    batch's writes nor re-read the tables.
-2. **Alongside the writes** (the ticket's ``write``) it records the
+2. **Alongside the writes** (the ticket's ``writes``) it records the
    transitions: appended to the outbox, one row per sink, with how the send
    went (``delivered``, ``failed`` when the sink said the request can never
    succeed, or ``pending`` for a later pass), or appended ``pending`` and
@@ -28,8 +28,8 @@ serialises them). It is a batch stage (``streams.batch``):
    ``alerts.recount_interval_s``), it counts every rule's windows from the
    tables instead, then decides, sends and records as above.
 
-A failed batch drops the running counts and reloads the firing alerts from
-the alerts table, so its retry recounts from the tables. The state, the
+A failed batch drops the running counts and reloads the firing alerts
+(``load_state``), so its retry recounts from the tables. The state, the
 event-time clock and the last send per alert and sink are kept in memory but
 always loaded from the tables at start, so a restart neither re-fires nor
 forgets an alert. A delivery problem is logged and never fails the batch;
@@ -60,8 +60,8 @@ from gatewatch.errors import ConfigError
 from gatewatch.schemas import ALERT_DELIVERIES, ALERT_OUTBOX, ALERTS
 from gatewatch.settings import AlertRule, RatioCondition, Settings
 from gatewatch.streams import outputs as out
-from gatewatch.streams.batch import BatchContext, batch_frames, utc_now
-from gatewatch.streams.alert_outbox import Courier, OutboxEntry
+from gatewatch.streams.batch import BatchContext, utc_now
+from gatewatch.streams.alert_outbox import Courier, OutboxEntry, no_deliveries
 from gatewatch.streams.alert_state import StateWriter, alert_row, load_state
 from gatewatch.streams.logs import error_summary
 from gatewatch.streams.sinks import Sink, build_sinks
@@ -69,13 +69,10 @@ from gatewatch.streams.sinks.config import DeltaSinkSettings
 from gatewatch.streams.sinks.model import Alert, parse_iso
 from gatewatch.transforms import alert_decision as D
 from gatewatch.transforms import alerts as A
-from gatewatch.transforms.alerts import span
 
 log = structlog.get_logger("gatewatch.alerting")
 
 STATE_TABLES = {"alerts": ALERTS, "outbox": ALERT_OUTBOX, "deliveries": ALERT_DELIVERIES}
-STREAM_ROLES = ("requests", "quarantine", "token_events", "safety_events")
-"""The tables alert rules read, by role (``rows`` is requests and quarantine together)."""
 
 
 @dataclass
@@ -94,13 +91,12 @@ class Ticket:
     entries: list[OutboxEntry] | None = None
     """Entries a delivery pass sends after the append (older entries wait); None: sent already."""
     records: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: {"delivered": 0, "failed": 0, "pending": 0, "resent": 0})
+    counts: dict[str, int] = field(default_factory=no_deliveries)
     timings: dict[str, float] = field(default_factory=dict)
     writes: list[Callable[[], None]] = field(default_factory=list)
     """The recording, run alongside the batch's writes (each callable in its own thread)."""
     recording: bool = False
-    """A recording (``Alerting._write``) is under way: the batch counts in ``Alerting.inflight``."""
-    settled: bool = False
+    """A recording (``Alerting._write``) is due or under way: the batch counts in ``Alerting.inflight``."""
 
 
 def alert_tables(settings: Settings) -> dict[str, out.Table]:
@@ -127,8 +123,8 @@ def _delta_sink_tables(settings: Settings, alerts: out.Table) -> list[out.Table]
 
 def stream_frame(spark: SparkSession, tables: Mapping[str, out.Table], stream: str) -> DataFrame:
     """The table (or, for ``rows``, the union of requests and quarantine) a rule's stream reads."""
-    return stream_of({role: tables[role].read(spark) for role in ("requests", "quarantine", stream)
-                      if role in tables}, stream)
+    roles = ("requests", "quarantine") if stream == "rows" else (stream,)
+    return stream_of({role: tables[role].read(spark) for role in roles}, stream)
 
 
 def stream_of(frames: Mapping[str, DataFrame], stream: str) -> DataFrame:
@@ -177,9 +173,7 @@ class Alerting:
         self.spark = spark
         self.settings = settings
         self.rules = {r.name: r for r in settings.alerts.rules}
-        streams = {r.stream for r in settings.alerts.rules}
-        self.roles = [role for role in STREAM_ROLES if role in streams or (role in ("requests", "quarantine")
-                                                                           and "rows" in streams)]
+        self.roles = sorted({b.table for b in A.plan(settings.alerts.rules)})  # the tables the rules read
         self.tables = dict(tables)
         self.clock = clock
         check_rules(spark, settings.alerts.rules, self.tables)
@@ -187,7 +181,7 @@ class Alerting:
         self.delta_sinks = {s.name for s in settings.sinks if isinstance(s, DeltaSinkSettings)}
         self.extra_tables = _delta_sink_tables(settings, self.tables["alerts"])
         self.lock = threading.RLock()
-        self.firing: dict[str, Alert] = self._load_firing()
+        self.firing: dict[str, Alert] = load_state(spark, self.tables)
         self.max_us: int | None = self._load_clock()
         self.courier = Courier(self.tables, self.sinks, self.targets, clock)
         self.courier.load_last_sent(spark, self.firing)
@@ -198,16 +192,13 @@ class Alerting:
         self.reload = False  # reload the state before the next batch (a batch failed)
         self.inflight = 0  # batches whose transitions are not recorded yet
         self.settled = threading.Condition(self.lock)
-        self.recording = threading.Lock()  # one batch records at a time, in batch order
+        self.record_lock = threading.Lock()  # one batch records at a time
         self.session = spark.newSession()  # the recording's and the state writer's session
         self.state = StateWriter(self.session, self.tables["alerts"])
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
     # ------------------------------------------------------------------ start-up state
-
-    def _load_firing(self) -> dict[str, Alert]:
-        return load_state(self.spark, self.tables)
 
     def _load_clock(self) -> int | None:
         times = self.tables["requests"].read(self.spark).select("request_time").unionByName(
@@ -218,11 +209,12 @@ class Alerting:
     # ------------------------------------------------------------------ the batch stage
 
     def before_writes(self, ctx: BatchContext, parsed: DataFrame, batch_id: int, metrics: dict[str, Any], *,
-                      replaces_rows: bool = False, frames: Mapping[str, DataFrame] | None = None) -> Ticket | None:
+                      replaces_rows: bool, frames: Mapping[str, DataFrame]) -> Ticket | None:
         """Evaluate the rules with the batch's rows added and send the transitions, before the batch's writes.
 
-        Returns the batch's ticket: its bookkeeping (``ticket.writes``) runs
-        alongside the batch's writes. When the running counts cannot be
+        ``frames`` are the batch's output frames by role. Returns the batch's
+        ticket: its bookkeeping (``ticket.writes``) runs alongside the batch's
+        writes. When the running counts cannot be
         trusted (first batch, after a failure, a batch replacing rows, a
         recount due) the evaluation waits for the writes (``after_writes``).
         """
@@ -235,7 +227,7 @@ class Alerting:
         with self.lock:
             if self.reload:
                 self.state.flush()
-                self.firing = self._load_firing()
+                self.firing = load_state(self.spark, self.tables)
                 self.courier.load_last_sent(self.spark, self.firing)
                 self.reload = False
             if batch_max is not None and (self.max_us is None or batch_max > self.max_us):
@@ -244,7 +236,6 @@ class Alerting:
             if self.cells is None or replaces_rows or self._recount_due() or self.max_us is None:
                 return ticket
             max_time = A.from_micros(self.max_us)
-            frames = batch_frames(parsed, ticket.now) if frames is None else frames
             more = self.count(parsed.sparkSession, frames, max_time, tables=False)
             self.cells = {name: D.prune(rule, D.add_cells(self.cells.get(name, {}), more[name]), max_time)
                           for name, rule in self.rules.items()}
@@ -262,7 +253,7 @@ class Alerting:
         if not ticket.evaluated:
             started = time.monotonic()
             with self.lock:
-                self._recount(ticket)
+                self._recount()
                 ticket.timings["evaluate_s"] = round(time.monotonic() - started, 3)
                 if self.max_us is not None:
                     self._announce(ticket, self._decide(self.cells, ticket.now, A.from_micros(self.max_us)),
@@ -285,9 +276,8 @@ class Alerting:
     def abort(self, ticket: Ticket | None) -> None:
         """The batch failed: drop the running counts and reload the alert state before the next batch."""
         with self.lock:
-            if ticket is not None and ticket.recording and not ticket.settled:
-                ticket.settled = True
-                self._settle()
+            if ticket is not None:
+                self._settle(ticket)
             self.cells = None
             self.reload = True
             self.courier.pending = None
@@ -296,7 +286,7 @@ class Alerting:
         every = self.settings.alerts.recount_interval_s
         return every == 0 or time.monotonic() - self.recounted_at >= every
 
-    def _recount(self, ticket: Ticket) -> None:
+    def _recount(self) -> None:
         """Count every rule's windows from the tables (the batch's rows are written)."""
         if self.max_us is None:
             self.cells = {name: {} for name in self.rules}
@@ -305,7 +295,6 @@ class Alerting:
             frames = {role: self.tables[role].read(self.spark) for role in self.roles}
             self.cells = self.count(self.spark, frames, max_time, tables=True)
         self.generation += 1
-        ticket.generation = self.generation
         self.recounted_at = time.monotonic()
 
     def count(self, spark: SparkSession, frames: Mapping[str, DataFrame], max_time: datetime, *,
@@ -338,8 +327,8 @@ class Alerting:
             collected = A.union_all(windows).collect()
             for rule in heavy:
                 cells[rule.name] = D.cells_from_windows(rule, (w for w in collected if w["rule"] == rule.name))
-                current = span(rule, max_time).current_start // (rule.slide_s * A.US)
-                self.heavy[rule.name] = sum(c[0] for (_, k), c in cells[rule.name].items() if k == current) > limit // 2
+                current = D.measures_from_cells(rule, cells[rule.name], max_time)
+                self.heavy[rule.name] = sum(m.rows for m in current if m.current) > limit // 2
         return cells
 
     def _decide(self, cells: Mapping[str, D.Cells], now: datetime, max_time: datetime) -> list[Alert]:
@@ -384,16 +373,16 @@ class Alerting:
             ticket.writes.append(functools.partial(self.courier.record, spark, ticket.records))
 
     def _write(self, ticket: Ticket) -> None:
-        """Record a batch's transitions: the outbox (with a delivery pass if they wait), attempts, state.
+        """Record a batch's transitions: the outbox (with a delivery pass if they wait), then queue the state.
 
         Runs on the alerting's own session, one batch at a time, alongside
-        the batch's output writes. The outbox append comes before the state
-        MERGE (see the module docstring).
+        the batch's output writes. The transitions go to the state writer
+        only once the outbox holds them (see the module docstring).
         """
         started = time.monotonic()
         spark = self.session
         try:
-            with self.recording:
+            with self.record_lock:
                 if ticket.rows:
                     out.append(spark.createDataFrame(ticket.rows, ALERT_OUTBOX), self.tables["outbox"],
                                ticket.app_id, ticket.batch_id)
@@ -412,13 +401,14 @@ class Alerting:
         finally:
             ticket.timings["record_s"] = round(time.monotonic() - started, 3)
             with self.lock:
-                if not ticket.settled:
-                    ticket.settled = True
-                    self._settle()
+                self._settle(ticket)
 
-    def _settle(self) -> None:
-        self.inflight -= 1
-        self.settled.notify_all()
+    def _settle(self, ticket: Ticket) -> None:
+        """The ticket's recording ended (or never will): it no longer counts in ``inflight``."""
+        if ticket.recording:
+            ticket.recording = False
+            self.inflight -= 1
+            self.settled.notify_all()
 
     def targets(self, rule_name: str) -> list[str]:
         """The sinks (other than ``delta``) a rule's alerts go to: its own list, or every configured sink."""
@@ -454,7 +444,7 @@ class Alerting:
                 if not safe:
                     raise
                 log.error("alert_delivery_pass_failed", error=error_summary(err))
-                return {"delivered": 0, "failed": 0, "pending": None, "resent": 0}
+                return {**no_deliveries(), "pending": None}
 
     # ------------------------------------------------------------------ lifecycle
 

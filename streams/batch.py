@@ -6,7 +6,7 @@ id), so a batch replayed after a crash writes nothing twice.
 
 A batch runs in four steps: parse (the parsed rows are kept), the stages'
 ``before_writes`` (alerting evaluates and sends here), the writes (the
-output tables and each stage's ticket ``write``, in parallel), the stages'
+output tables and each stage's ticket ``writes``, in parallel), the stages'
 ``after_writes`` and then the hooks. A stage's ``abort`` runs when the batch
 fails after its ``before_writes``.
 """
@@ -42,7 +42,8 @@ from gatewatch.transforms.pipeline import (
 log = structlog.get_logger("gatewatch.batch")
 
 Clock = Callable[[], datetime]
-Append = tuple[Callable[[], DataFrame], out.Table, int]
+Append = tuple[str, out.Table, int]
+"""An append: the role of its frame in ``BatchFrames``, the table, its row count."""
 BatchHook = Callable[["BatchContext", DataFrame, int, dict[str, Any]], None]
 """Called after a batch's writes with the context, the parsed rows, the batch id and the metrics."""
 
@@ -51,7 +52,7 @@ class BatchStage(Protocol):
     """Work around a batch's writes (alerting). The ticket may carry ``writes``, run alongside the batch's writes."""
 
     def before_writes(self, ctx: BatchContext, parsed: DataFrame, batch_id: int, metrics: dict[str, Any], *,
-                      replaces_rows: bool = False, frames: Mapping[str, DataFrame] | None = None) -> Any: ...
+                      replaces_rows: bool, frames: Mapping[str, DataFrame]) -> Any: ...
 
     def after_writes(self, ctx: BatchContext, parsed: DataFrame, batch_id: int, metrics: dict[str, Any],
                      ticket: Any) -> None: ...
@@ -167,11 +168,6 @@ class BatchFrames(Mapping[str, DataFrame]):
         return len(self._build)
 
 
-def batch_frames(parsed: DataFrame, now: datetime) -> BatchFrames:
-    """What a batch writes to each output table, by role (``BatchFrames``)."""
-    return BatchFrames(parsed, now)
-
-
 def materialize(df: DataFrame) -> DataFrame:
     """Compute ``df`` once and keep its rows (memory, spilling to disk) under a plan that is only those rows.
 
@@ -217,7 +213,7 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
             for r in raw.where(~F.col("_change_type").isin(*PROCESSED_CHANGE_TYPES))
             .groupBy("_change_type").agg(F.count("*").alias("n")).collect()
         }
-        frames = batch_frames(parsed, now)
+        frames = BatchFrames(parsed, now)
         quarantined = sum(n for k, n in counts.items() if k[1] is None)
         replaces = any(k[0] == "update_postimage" and k[1] is not None for k in counts)
         metrics = _metrics(ctx, batch_id, counts, skipped, time.monotonic() - started)
@@ -240,14 +236,14 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
                         .execute()
                     )
                     _merge_events(ctx, spark, latest)
-                appends = [(lambda: frames["quarantine"], ctx.quarantine, quarantined)]
+                appends = [("quarantine", ctx.quarantine, quarantined)]
             else:
                 appends = [
-                    (lambda: frames["requests"], ctx.requests, sum(n for k, n in counts.items() if k[1] is not None)),
-                    (lambda: frames["quarantine"], ctx.quarantine, quarantined),
-                    *_event_appends(ctx, frames, events),
+                    ("requests", ctx.requests, sum(n for k, n in counts.items() if k[1] is not None)),
+                    ("quarantine", ctx.quarantine, quarantined),
+                    *_event_appends(ctx, events),
                 ]
-            _append_all(ctx, appends, batch_id, extra)
+            _append_all(ctx, frames, appends, batch_id, extra)
             timings["write_s"] = time.monotonic() - started - timings["parse_s"] - timings["alerts_s"]
             metrics["duration_s"] = round(time.monotonic() - started, 3)
             metrics.update({k: round(v, 3) for k, v in timings.items()})
@@ -309,27 +305,28 @@ def _event_counts() -> list:
     ]
 
 
-def _event_appends(ctx: BatchContext, frames: Mapping[str, DataFrame], counts: dict[str, Any]) -> list[Append]:
+def _event_appends(ctx: BatchContext, counts: dict[str, Any]) -> list[Append]:
     """The batch's token-usage and safety event appends, with their row counts."""
     appends: list[Append] = []
     if ctx.token_events is not None:
-        appends.append((lambda: frames["token_events"], ctx.token_events, counts["token_events"]))
+        appends.append(("token_events", ctx.token_events, counts["token_events"]))
     if ctx.safety_events is not None:
-        appends.append((lambda: frames["safety_events"], ctx.safety_events, counts["safety_events"]))
+        appends.append(("safety_events", ctx.safety_events, counts["safety_events"]))
     return appends
 
 
-def _append_all(ctx: BatchContext, appends: list[Append], batch_id: int,
+def _append_all(ctx: BatchContext, frames: Mapping[str, DataFrame], appends: list[Append], batch_id: int,
                 extra: list[Callable[[], None]] = ()) -> None:
     """Append to each table once per (app id, batch id), the tables (and ``extra`` writes) in parallel.
 
-    An append with no rows is skipped (there is nothing to write twice).
+    Each frame is built in the thread that writes it. An append with no rows is skipped (there is nothing to write twice).
     Every idempotent append makes Delta look up the table's transactions,
     which costs a state reconstruction of that table: running them in
     parallel overlaps those, and one that fails fails the batch after the
     others finished (the retried batch skips the appends that committed).
     """
-    todo = [functools.partial(_append, frame, table, ctx.app_id, batch_id) for frame, table, rows in appends if rows]
+    todo = [functools.partial(_append, frames, role, table, ctx.app_id, batch_id)
+            for role, table, rows in appends if rows]
     todo += extra
     if len(todo) <= 1:
         for write in todo:
@@ -341,8 +338,8 @@ def _append_all(ctx: BatchContext, appends: list[Append], batch_id: int,
             future.result()
 
 
-def _append(frame: Callable[[], DataFrame], table: out.Table, app_id: str, batch_id: int) -> None:
-    out.append(frame(), table, app_id, batch_id)
+def _append(frames: Mapping[str, DataFrame], role: str, table: out.Table, app_id: str, batch_id: int) -> None:
+    out.append(frames[role], table, app_id, batch_id)
 
 
 def _merge_events(ctx: BatchContext, spark, latest: DataFrame) -> None:

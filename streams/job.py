@@ -161,8 +161,8 @@ class Job:
     With alerting enabled and rules configured, the job also builds an
     ``Alerting`` (rules checked, alert tables created, state loaded), a
     stage of every batch (it evaluates and sends before the batch's writes),
-    and starts its delivery with the queries. ``sinks`` replaces the sinks built from ``settings.sinks``
-    (the demo prints to its own stream). An ``Observer`` logs a ``progress``
+    and starts its delivery with the queries. ``sinks`` replaces the sinks
+    built from ``settings.sinks`` (the demo prints to its own stream). An ``Observer`` logs a ``progress``
     line per batch and keeps ``<checkpoint_root>/_status.json``.
     """
 

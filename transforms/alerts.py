@@ -321,8 +321,3 @@ def windowed(rule: AlertRule, max_time: datetime, *, upcoming: bool = False) -> 
         )
 
     return apply
-
-
-def relevant(df: DataFrame) -> DataFrame:
-    """Keep the ``windowed`` rows a decision needs: windows meeting their condition, and every current window."""
-    return df.where(F.col("meets") | F.col("current"))
