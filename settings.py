@@ -306,9 +306,9 @@ class AlertSettings(_Frozen):
     ``recount_interval_s`` (and after a restart or a failed batch) the counts
     are taken from the tables instead, which also picks up rows written by
     others, such as a quarantine replay (0: from the tables after every
-    batch). A recount reads the rows the windows hold and counts them on the
-    driver; once those are more than ``max_rows_per_rule``, Spark aggregates
-    them instead.
+    batch). A batch's or a recount's rows are counted on the driver; for a
+    batch of more than ``max_rows_per_rule`` rows, or a rule whose windows
+    held more than that at the last recount, Spark aggregates them instead.
     """
 
     enabled: bool = True

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pyarrow.compute as pc
 import structlog
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
@@ -236,7 +237,7 @@ class Alerting:
             if self.cells is None or replaces_rows or self._recount_due() or self.max_us is None:
                 return ticket
             max_time = A.from_micros(self.max_us)
-            more = self.count(parsed.sparkSession, frames, max_time, tables=False)
+            more = self.count(parsed.sparkSession, frames, max_time, tables=False, rows=metrics["rows"])
             self.cells = {name: D.prune(rule, D.add_cells(self.cells.get(name, {}), more[name]), max_time)
                           for name, rule in self.rules.items()}
             ticket.evaluated = True
@@ -298,37 +299,42 @@ class Alerting:
         self.recounted_at = time.monotonic()
 
     def count(self, spark: SparkSession, frames: Mapping[str, DataFrame], max_time: datetime, *,
-              tables: bool) -> dict[str, D.Cells]:
+              tables: bool, rows: int = 0) -> dict[str, D.Cells]:
         """Every rule's cells (per group and window) from the stream frames by role.
 
         Each frame is read once for all its rules (``alerts.scan``), in one
-        Spark job, and the rows are counted here. Reading the tables
-        (``tables``), a rule whose windows held more than
-        ``max_rows_per_rule`` rows last time is aggregated by Spark
-        (``alerts.windowed``) until they shrink to half that.
+        Spark job, collected as Arrow and counted by Arrow on the driver
+        (``count_table``). Spark aggregates instead (``alerts.windowed``)
+        where that would pull too many rows to the driver: for a batch of
+        more than ``max_rows_per_rule`` rows (``rows``), and, reading the
+        tables (``tables``), for a rule whose windows held more than that
+        last time, until they shrink to half that.
         """
         limit = self.settings.alerts.max_rows_per_rule
         rules = list(self.rules.values())
         cells: dict[str, D.Cells] = {r.name: {} for r in rules}
-        heavy = [r for r in rules if tables and self.heavy.get(r.name)]
+        if tables:
+            heavy = [r for r in rules if self.heavy.get(r.name)]
+        else:
+            heavy = rules if rows > limit else []
         light = [i for i, r in enumerate(rules) if r not in heavy]
         if light:
             branches = [b for b in A.plan(rules) if set(b.rules) & set(light)]
             branches = [A.Branch(b.table, b.rows, tuple(i for i in b.rules if i in light)) for b in branches]
             bounded = max_time if tables else None  # a batch's rows are few: no time filter to build
-            scanned = A.union_all([frames[b.table].transform(A.scan(b, rules, bounded)) for b in branches]).collect()
+            scanned = A.union_all([frames[b.table].transform(A.scan(b, rules, bounded)) for b in branches]).toArrow()
             for i in light:
-                rows = list(D.rule_rows(i, rules[i], scanned))
-                cells[rules[i].name] = D.count_rows(rules[i], rows, max_time)
+                cells[rules[i].name] = D.count_table(i, rules[i], scanned, max_time)
                 if tables:
-                    self.heavy[rules[i].name] = len(rows) > limit
+                    self.heavy[rules[i].name] = pc.sum(pc.fill_null(scanned.column(f"in_{i}"), False)).as_py() > limit
         if heavy:
             windows = [stream_of(frames, r.stream).transform(A.windowed(r, max_time, upcoming=True)) for r in heavy]
             collected = A.union_all(windows).collect()
             for rule in heavy:
                 cells[rule.name] = D.cells_from_windows(rule, (w for w in collected if w["rule"] == rule.name))
-                current = D.measures_from_cells(rule, cells[rule.name], max_time)
-                self.heavy[rule.name] = sum(m.rows for m in current if m.current) > limit // 2
+                if tables:
+                    current = D.measures_from_cells(rule, cells[rule.name], max_time)
+                    self.heavy[rule.name] = sum(m.rows for m in current if m.current) > limit // 2
         return cells
 
     def _decide(self, cells: Mapping[str, D.Cells], now: datetime, max_time: datetime) -> list[Alert]:

@@ -1,7 +1,8 @@
 """The alert decision, in plain Python: counting windows, and fire once / resolve once per group.
 
 ``count_rows`` counts a rule's rows (collected by ``alerts.scan``) into
-running per-window cells, which can be added to batch by batch
+running per-window cells (``count_table`` does the same over the rows as
+Arrow, vectorised), which can be added to batch by batch
 (``add_cells``) and pruned as event time moves on; ``measures_from_cells``
 reads the windows that count at a given event time; ``decide`` compares those numbers with the alerts that are
 firing and returns the transitions: a fire for a group that newly meets the
@@ -17,6 +18,8 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+
+import pyarrow as pa
 
 from gatewatch.settings import AlertRule, RatioCondition, SumCondition
 from gatewatch.streams.sinks.model import Alert, make_dedup_key
@@ -226,6 +229,56 @@ def count_rows(rule: AlertRule, rows: Iterable[Row], max_time: datetime) -> Cell
             if sample:
                 cell[3][sample] = cell[3].get(sample, 0) + 1
     return acc
+
+
+def count_table(i: int, rule: AlertRule, scanned: pa.Table, max_time: datetime) -> Cells:
+    """``count_rows`` of rule number ``i`` over ``alerts.scan`` rows collected as Arrow, counted by Arrow.
+
+    The same cells as ``count_rows(rule, rule_rows(i, rule, rows), max_time)``:
+    each row is expanded into the windows holding it (one vectorised pass per
+    window offset) and the cells are Arrow group-by aggregates, so a batch
+    of 100k rows counts in a fraction of a second instead of a Python loop
+    over every row and window.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    w, s = rule.window_s * US, rule.slide_s * US
+    taken = scanned.filter(pc.fill_null(scanned.column(f"in_{i}"), False))
+    if taken.num_rows == 0:
+        return {}
+    t = taken.column("t_us").to_numpy()
+    k_top = t // s
+    k_low = np.maximum((t - w) // s + 1, _k_first(rule, max_time))
+    keys = [f"g_{k}" for k in rule.group_by]
+    base = {
+        **{name: taken.column(name) for name in keys},
+        "hit": pc.cast(pc.fill_null(taken.column(f"hit_{i}"), False), pa.int64()),
+        "amount": pc.fill_null(pc.cast(taken.column(f"amount_{i}"), pa.float64()), 0.0),
+        "sample": taken.column(f"sample_{i}"),
+    }
+    pieces = []
+    for offset in range(int((k_top - k_low).max(initial=-1)) + 1):  # the windows holding each row, latest first
+        keep = k_top - offset >= k_low
+        if keep.any():
+            mask = pa.array(keep)
+            pieces.append(pa.table({**{n: pc.filter(c, mask) for n, c in base.items()},
+                                    "k": pa.array((k_top - offset)[keep])}))
+    if not pieces:
+        return {}
+    expanded = pa.concat_tables(pieces)
+    counted = expanded.group_by([*keys, "k"]).aggregate([([], "count_all"), ("hit", "sum"), ("amount", "sum")])
+    cells: Cells = {}
+    for row in counted.to_pylist():
+        key = tuple(sorted((k, row[f"g_{k}"]) for k in rule.group_by))
+        cells[(key, row["k"])] = [row["count_all"], int(row["hit_sum"] or 0), float(row["amount_sum"] or 0.0), {}]
+    with_sample = expanded.filter(pc.is_valid(expanded.column("sample")))
+    if with_sample.num_rows:
+        for row in with_sample.group_by([*keys, "k", "sample"]).aggregate([([], "count_all")]).to_pylist():
+            key = tuple(sorted((k, row[f"g_{k}"]) for k in rule.group_by))
+            if row["sample"]:
+                cells[(key, row["k"])][3][row["sample"]] = row["count_all"]
+    return cells
 
 
 def cells_from_windows(rule: AlertRule, rows: Iterable[Mapping]) -> Cells:

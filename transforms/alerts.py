@@ -13,8 +13,8 @@ of those windows meets it (``alert_decision``).
 Two ways to get each group's numbers per window, with the same result:
 
 - ``scan(branch, rules, max_time)``: one narrow projection per table for
-  all the rules that read it, counted on the driver by
-  ``alert_decision.count_rows`` (one Spark job for every rule, no
+  all the rules that read it, collected as Arrow and counted on the driver
+  by ``alert_decision.count_table`` (one Spark job for every rule, no
   shuffle: the fast path for the usual volumes);
 - ``windowed(rule, max_time)``: the aggregation in Spark, for a rule whose
   windows hold too many rows to collect.
@@ -205,7 +205,7 @@ def scan(branch: Branch, rules: Sequence[AlertRule], max_time: datetime | None =
     ``sample_<i>``. Only rows some rule takes are kept; with ``max_time``,
     only rows some rule's windows can hold at that event time (reading a
     whole table). Which windows a row counts in is left to
-    ``alert_decision.count_rows``. The column expressions are built once per
+    ``alert_decision.count_table``. The column expressions are built once per
     set of rules and reused for every frame.
     """
     mine = [rules[i] for i in branch.rules]

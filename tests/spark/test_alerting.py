@@ -255,6 +255,34 @@ class TestWindows:
                 there = [D.Measure.from_row(r) for r in df.transform(A.windowed(rules[i], max_time)).collect()]
                 assert sorted(map(key, here)) == sorted(map(key, there)), rules[i].name
                 assert any(m.meets for m in here) and any(not m.meets for m in here), rules[i].name
+            scanned = df.transform(A.scan(branch, rules, max_time)).toArrow()
+            for i in branch.rules:  # the running cells, upcoming windows included: Arrow on the driver and Spark agree
+                arrow = D.count_table(i, rules[i], scanned, max_time)
+                spark_cells = D.cells_from_windows(
+                    rules[i], df.transform(A.windowed(rules[i], max_time, upcoming=True)).collect())
+
+                def numbers(cells):
+                    return {k: (n, matched, round(total, 6)) for k, (n, matched, total, _) in cells.items()}
+
+                assert numbers(arrow) == numbers(spark_cells) and len(arrow) > 3, rules[i].name
+
+    def test_batches_too_large_to_count_on_the_driver_are_aggregated_by_spark(self, spark, tmp_path, hook):
+        """With ``max_rows_per_rule`` 0 every batch is counted by Spark: the spike fires once, then resolves once."""
+        traffic.create_inference_table(spark, str(tmp_path / "chat"))
+        settings = settings_for(tmp_path, hook.url)
+        settings = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"max_rows_per_rule": 0})})
+        seen: list[dict] = []
+        job = Job(spark, settings, on_metrics=seen.append).start()
+        try:
+            commit(spark, tmp_path, calm(1, 0), job)  # the first batch counts from the tables
+            commit(spark, tmp_path, spike(2, 10), job)
+            commit(spark, tmp_path, calm(4, 25), job)
+        finally:
+            job.stop()
+        evaluated = [m["alerts"] for m in seen if m.get("rows")]
+        assert [(a["recounted"], a["fired"], a["resolved"]) for a in evaluated] == [
+            (True, 0, 0), (False, 1, 0), (False, 0, 1)]
+        assert [a["status"] for a in hook.answered(200)] == ["firing", "resolved"]
 
 
 class TestRulesAtStart:
