@@ -78,10 +78,11 @@ class SourceSchemaError(GatewatchError):
 class ChangeFeedDisabledError(GatewatchError):
     """The source table does not have change data feed on."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, is_path: bool = False) -> None:
+        name = f"delta.`{source}`" if is_path else source  # SQL names a table by path as delta.`path`
         super().__init__(
             f"source '{source}' does not have change data feed enabled.",
-            fix=f"ALTER TABLE {source} SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true').",
+            fix=f"ALTER TABLE {name} SET TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true').",
         )
 
 

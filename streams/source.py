@@ -159,7 +159,7 @@ def check_source(spark: SparkSession, source: SourceSettings) -> SourceTable:
         raise
     properties = (detail["properties"] if detail else None) or {}
     if str(properties.get("delta.enableChangeDataFeed", "false")).lower() != "true":
-        raise ChangeFeedDisabledError(source.table)
+        raise ChangeFeedDisabledError(source.table, is_path=path)
     kind = detect_kind(table.toDF().schema, source.table)
     return SourceTable(settings=source, kind=kind, is_path=path)
 

@@ -88,3 +88,6 @@ def test_a_table_without_change_feed_is_refused(spark, tmp_path, capsys):
                  "--checkpoint", str(tmp_path / "c")])
     line = _one_line(_errors(capsys))
     assert code != 0 and "enableChangeDataFeed" in line
+    spark.sql(line.split("Fix: ", 1)[1].rstrip("."))  # the fix, as given, is SQL that turns the feed on
+    assert main(["run", "--available-now", "--source", table, "--output", str(tmp_path / "o"),
+                 "--checkpoint", str(tmp_path / "c")]) == 0
