@@ -18,6 +18,9 @@ Modes:
   then runs the parse over all of it into Spark's ``noop`` sink with the
   contract off, on, on, off (in one process, so drift cancels out) and
   prints rows/s of each and the overhead of the means.
+- ``floor``: what Spark costs before any parsing, against the same loop: a
+  fresh process starts a session and reads the whole change feed once
+  (and once more, warm), parsing and writing nothing.
 - ``latency``: runs the job with a 1 second trigger, commits small batches
   of rows every ``--every`` seconds, and reports p50/p95 of the time from a
   commit landing in the source (its Delta commit timestamp) to its rows
@@ -25,6 +28,7 @@ Modes:
 
     python bench/throughput.py --rows 1000000
     python bench/throughput.py --mode contract --dir /tmp/bench1m
+    python bench/throughput.py --mode floor --dir /tmp/bench1m
     python bench/throughput.py --mode latency --commits 30
     python bench/throughput.py --mode alert-latency --commits 20
 """
@@ -139,7 +143,7 @@ def throughput(args: argparse.Namespace) -> None:
         print(f"  source written in {seconds:.1f}s", flush=True)
         spark.stop()
     files = _files_per_commit(table)
-    print(f"\nPlain Python json.loads loop over the change feed (delta-rs) ...", flush=True)
+    print("\nPlain Python json.loads loop over the change feed (delta-rs) ...", flush=True)
     loop = json_loop(table)
     print(f"\ngatewatch run --available-now (fresh process, contract {'on' if args.contract else 'off'}) ...", flush=True)
     for sub in ("out", "ckpt"):
@@ -242,6 +246,56 @@ def contract_overhead(args: argparse.Namespace) -> None:
     print(f"  contract overhead {mean['contract on'] / mean['contract off'] - 1:.1%} (mean time with / without, minus one)")
 
 
+def floor(args: argparse.Namespace) -> None:
+    """What Spark costs before any parsing: a fresh process starts a session and reads the whole feed once.
+
+    The read sums the lengths of ``request`` and ``response`` (so every
+    value is read) and parses, writes and keeps nothing; a second read in
+    the same session shows the part of the first that is JIT warm-up.
+    Compared with the json.loads loop over the same feed.
+    """
+    work = Path(args.dir or tempfile.mkdtemp(prefix="gatewatch-bench-"))
+    table = work / "source"
+    if not table.exists():
+        spark = _spark()
+        print(f"Generating {args.rows:,} rows into {table} ...", flush=True)
+        write_source(spark, table, args.rows, args.commits, args.seed)
+        spark.stop()
+    print("Plain Python json.loads loop over the change feed (delta-rs) ...", flush=True)
+    loop = json_loop(table)
+    print("Spark: a fresh process, a session, two reads of the change feed, nothing parsed ...", flush=True)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, __file__, "--mode", "floor", "--child", str(table)],
+                          capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit(f"the Spark read failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    print("\nResults")
+    print(f"  json.loads loop, whole run        {loop['seconds']:6.1f}s  ({loop['rows']:,} rows)")
+    print(f"  Spark process start to session    {child['session_s']:6.1f}s")
+    print(f"  first read of the feed            {child['first_read_s']:6.1f}s  ({child['rows']:,} rows, nothing parsed)")
+    print(f"  second read (JIT warm)            {child['second_read_s']:6.1f}s")
+    floor_s = child["session_s"] + child["first_read_s"]
+    print(f"  floor: session + one read         {floor_s:6.1f}s  -> {floor_s / loop['seconds']:.2f}x the loop's whole run")
+    print(f"  (the Spark process's wall time, exit included: {wall:.1f}s)")
+
+
+def _floor_child(table: str) -> None:
+    started = time.monotonic()
+    from pyspark.sql import functions as F
+
+    spark = _spark()
+    timings = {"session_s": time.monotonic() - started}
+    for label in ("first_read_s", "second_read_s"):
+        began = time.monotonic()
+        feed = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).load(table)
+        row = feed.agg(F.count(F.lit(1)).alias("rows"),
+                       F.sum(F.length("request") + F.length("response")).alias("chars")).first()
+        timings[label] = time.monotonic() - began
+    print(json.dumps({**timings, "rows": row["rows"], "chars": row["chars"]}))
+
+
 def _history(spark, table: Path):
     from delta.tables import DeltaTable
 
@@ -278,7 +332,8 @@ def alert_latency(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=("throughput", "contract", "latency", "alert-latency"), default="throughput")
+    p.add_argument("--mode", choices=("throughput", "contract", "latency", "alert-latency", "floor"),
+                   default="throughput")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--commits", type=int, default=10)
     p.add_argument("--batch-rows", type=int, default=50, help="latency: rows per commit")
@@ -286,9 +341,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--no-contract", dest="contract", action="store_false")
     p.add_argument("--dir", help="work folder (kept; an existing source table is reused)")
+    p.add_argument("--child", help=argparse.SUPPRESS)  # floor: the Spark process's own run
     args = p.parse_args(argv)
+    if args.child:
+        _floor_child(args.child)
+        return
     modes = {"throughput": throughput, "contract": contract_overhead, "latency": latency,
-             "alert-latency": alert_latency}
+             "alert-latency": alert_latency, "floor": floor}
     modes[args.mode](args)
 
 
