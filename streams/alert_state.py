@@ -7,7 +7,9 @@ does not wait for that MERGE. A transition reaches the table once whatever
 happens: the MERGE only replaces a row with a transition at least as new
 (``updated_at``), so merging one twice changes nothing, and ``load_state``
 at start takes, for each dedup key, the newest of the table's row and the
-key's latest outbox entry, then merges what the table missed.
+key's latest outbox entry, then merges what the table missed. A transition
+with no outbox entry (its rule's only sinks are Delta tables) is merged by
+its batch instead, before the batch completes.
 """
 
 from __future__ import annotations

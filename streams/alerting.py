@@ -63,7 +63,7 @@ from gatewatch.settings import AlertRule, RatioCondition, Settings
 from gatewatch.streams import outputs as out
 from gatewatch.streams.batch import BatchContext, utc_now
 from gatewatch.streams.alert_outbox import Courier, OutboxEntry, no_deliveries
-from gatewatch.streams.alert_state import StateWriter, alert_row, load_state
+from gatewatch.streams.alert_state import StateWriter, alert_row, load_state, merge_rows
 from gatewatch.streams.logs import error_summary
 from gatewatch.streams.sinks import Sink, build_sinks
 from gatewatch.streams.sinks.config import DeltaSinkSettings
@@ -383,7 +383,9 @@ class Alerting:
 
         Runs on the alerting's own session, one batch at a time, alongside
         the batch's output writes. The transitions go to the state writer
-        only once the outbox holds them (see the module docstring).
+        only once the outbox holds them (see the module docstring); those
+        of rules with no sink but Delta have no outbox entry, so they are
+        merged into the alerts table here, before the batch completes.
         """
         started = time.monotonic()
         spark = self.session
@@ -403,7 +405,10 @@ class Alerting:
                     with self.lock:
                         if self.courier.pending is not None:
                             self.courier.pending += ticket.counts.get("pending", 0)
-                self.state.put(ticket.transitions, ticket.now)
+                unrecorded = {a.dedup_key: a for a in ticket.transitions if not self.targets(a.rule)}
+                if unrecorded:  # no outbox entry to recover them from: the table must hold them before the batch ends
+                    merge_rows(spark, self.tables["alerts"], [alert_row(a, ticket.now) for a in unrecorded.values()])
+                self.state.put([a for a in ticket.transitions if a.dedup_key not in unrecorded], ticket.now)
         finally:
             ticket.timings["record_s"] = round(time.monotonic() - started, 3)
             with self.lock:

@@ -217,6 +217,34 @@ class TestRestart:
         assert table(spark, tmp_path, "alerts").where(F.col("status") == "resolved").count() == 1
 
 
+    def test_an_alert_only_for_delta_is_kept_when_the_run_stops_before_its_state_merge(self, spark, tmp_path):
+        """A rule whose only sink is Delta has no outbox entry: its batch records the state itself, so no re-fire."""
+        traffic.create_inference_table(spark, str(tmp_path / "chat"))
+        history = tmp_path / "alert_history"
+        settings = Settings.model_validate({
+            **settings_for(tmp_path, "http://127.0.0.1:9/").model_dump(mode="json", exclude={"alerts", "sinks"}),
+            "alerts": {"rules": [{**SPIKE_RULE, "sinks": ["history"]}], "deliver_interval_s": 0},
+            "sinks": [{"name": "history", "type": "delta", "table": str(history)}],
+        })
+        first = Job(spark, settings).start()
+        first.alerting.state.put = lambda transitions, now: None  # the run ends before any background MERGE
+        try:
+            commit(spark, tmp_path, calm(1, 0) + spike(2, 10), first)
+        finally:
+            first.stop()
+        [fired] = spark.read.format("delta").load(str(history)).collect()
+
+        again = Job(spark, settings).start()  # same checkpoint and outputs
+        try:
+            commit(spark, tmp_path, spike(3, 11), again)  # still spiking: no second fire
+        finally:
+            again.stop()
+        assert [r["status"] for r in spark.read.format("delta").load(str(history)).collect()] == ["firing"]
+        [state] = table(spark, tmp_path, "alerts").collect()
+        assert (state["status"], state["started_at"], state["event_id"]) == ("firing", fired["started_at"],
+                                                                             fired["event_id"])
+
+
 class TestWindows:
     def test_counting_on_the_driver_matches_spark_windows(self, spark):
         """For count, ratio and sum rules, the narrow scan counted here gives the numbers of Spark's window aggregation."""
