@@ -64,6 +64,17 @@ class SourceNotFoundError(GatewatchError):
         )
 
 
+class UnknownCatalogError(GatewatchError):
+    """A ``catalog.schema.table`` name whose catalog the Spark session does not have (Unity Catalog names run locally)."""
+
+    def __init__(self, what: str, name: str, catalog: str) -> None:
+        super().__init__(
+            f"{what} '{name}' is in catalog '{catalog}', which this Spark session does not have.",
+            fix="catalog.schema.table names need Unity Catalog (run on Databricks); "
+            "on a laptop or in CI give a path instead.",
+        )
+
+
 class SourceSchemaError(GatewatchError):
     """The source is not an inference table of a known schema."""
 

@@ -69,6 +69,8 @@ def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, out.Ta
     }
     schemas = {"requests": REQUESTS, "quarantine": QUARANTINE, "token_events": TOKEN_EVENTS,
                "safety_events": SAFETY_EVENTS}
+    if not tables["requests"].is_path:
+        out.check_catalog(spark, tables["requests"].ref, "output table")
     for role, schema in schemas.items():
         out.ensure_table(spark, tables[role], schema)
     return tables

@@ -53,6 +53,25 @@ def table(output: OutputSettings, name: str) -> Table:
     return Table(ref=str(Path(loc).expanduser().resolve() / name), is_path=True)
 
 
+def check_catalog(spark: SparkSession, name: str, what: str) -> None:
+    """Refuse a ``catalog.schema.table`` name whose catalog the session does not have.
+
+    Local Spark has one catalog (``spark_catalog``), so a Unity Catalog name
+    would otherwise fail deep inside Spark with a parse or namespace error.
+
+    Raises:
+        UnknownCatalogError: naming ``what`` (``source``, ``output``), the name and the catalog.
+    """
+    from gatewatch.errors import UnknownCatalogError
+
+    parts = name.split(".")
+    if len(parts) != 3:
+        return
+    catalog = parts[0].strip("`")
+    if catalog not in {c.name for c in spark.catalog.listCatalogs()}:
+        raise UnknownCatalogError(what, name, catalog)
+
+
 def ensure_table(spark: SparkSession, target: Table, schema: StructType) -> None:
     """Create the table empty with ``schema`` if it does not exist yet."""
     from delta.tables import DeltaTable

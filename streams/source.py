@@ -19,9 +19,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from gatewatch.errors import ChangeFeedDisabledError, SourceNotFoundError, SourceSchemaError
+from gatewatch.errors import ChangeFeedDisabledError, SourceNotFoundError, SourceSchemaError, UnknownCatalogError
 from gatewatch.schemas import CANONICAL_INPUT
 from gatewatch.settings import SourceSettings
+from gatewatch.streams.outputs import check_catalog
 
 GATEWAY_COLUMNS: tuple[str, ...] = (
     "databricks_request_id",
@@ -147,11 +148,12 @@ def check_source(spark: SparkSession, source: SourceSettings) -> SourceTable:
                 raise SourceNotFoundError(source.table)
             table = DeltaTable.forPath(spark, source.table)
         else:
+            check_catalog(spark, source.table, "source table")
             if not spark.catalog.tableExists(source.table):
                 raise SourceNotFoundError(source.table)
             table = DeltaTable.forName(spark, source.table)
         detail = table.detail().select("properties").first()
-    except SourceNotFoundError:
+    except (SourceNotFoundError, UnknownCatalogError):
         raise
     except Exception as err:  # noqa: BLE001 - any read failure means the table is not usable
         if "DELTA_MISSING_DELTA_TABLE" in str(err) or "not a Delta table" in str(err):

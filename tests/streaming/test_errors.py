@@ -91,3 +91,16 @@ def test_a_table_without_change_feed_is_refused(spark, tmp_path, capsys):
     spark.sql(line.split("Fix: ", 1)[1].rstrip("."))  # the fix, as given, is SQL that turns the feed on
     assert main(["run", "--available-now", "--source", table, "--output", str(tmp_path / "o"),
                  "--checkpoint", str(tmp_path / "c")]) == 0
+
+
+@pytest.mark.parametrize("where", ["source", "output"])
+def test_a_unity_catalog_name_on_local_spark_says_so_with_the_fix(spark, tmp_path, capsys, where):
+    """``main.default.x`` is a Unity Catalog name: local Spark has no catalog ``main``; one line says to give a path."""
+    source = str(tmp_path / "chat")
+    create_inference_table(spark, source)
+    args = {"source": source, "output": str(tmp_path / "o")}
+    args[where] = {"source": "main.default.chat_payload", "output": "main.default"}[where]
+    code = main(["run", "--available-now", "--source", args["source"], "--output", args["output"],
+                 "--checkpoint", str(tmp_path / "c")])
+    line = _one_line(_errors(capsys))
+    assert code == 2 and "catalog 'main'" in line and args[where] in line and "give a path" in line
