@@ -321,7 +321,7 @@ class Alerting:
         if light:
             branches = [b for b in A.plan(rules) if set(b.rules) & set(light)]
             branches = [A.Branch(b.table, b.rows, tuple(i for i in b.rules if i in light)) for b in branches]
-            bounded = max_time if tables else None  # a batch's rows are few: no time filter to build
+            bounded = max_time if tables else None  # a batch: no filter to build, count_table skips windows past
             scanned = A.union_all([frames[b.table].transform(A.scan(b, rules, bounded)) for b in branches]).toArrow()
             for i in light:
                 cells[rules[i].name] = D.count_table(i, rules[i], scanned, max_time)
