@@ -190,7 +190,10 @@ class TestOutbox:
 
 class TestRestart:
     def test_a_restart_neither_refires_nor_loses_the_alert(self, spark, tmp_path, hook):
-        """Fired while the sink was unreachable, the alert goes out when the restarted job starts, once; it resolves once."""
+        """Fired while the sink was unreachable, the alert goes out when the restarted job starts, once; it resolves once.
+
+        The restarted job counts its batches with Spark (``max_rows_per_rule`` 0), the first with Arrow.
+        """
         traffic.create_inference_table(spark, str(tmp_path / "chat"))
         first = Job(spark, settings_for(tmp_path, closed_port_url())).start()
         try:
@@ -200,7 +203,9 @@ class TestRestart:
         assert [r["delivery_status"] for r in table(spark, tmp_path, "alert_outbox").collect()] == ["pending"]
         [fired] = table(spark, tmp_path, "alerts").collect()
 
-        again = Job(spark, settings_for(tmp_path, hook.url)).start()  # same checkpoint and outputs
+        settings = settings_for(tmp_path, hook.url)  # every batch counted by Spark: max_rows_per_rule 0
+        settings = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"max_rows_per_rule": 0})})
+        again = Job(spark, settings).start()  # same checkpoint and outputs
         try:
             assert [a["status"] for a in hook.answered(200)] == ["firing"]  # sent on start
             commit(spark, tmp_path, spike(3, 11), again)  # still spiking: no second fire
@@ -293,24 +298,6 @@ class TestWindows:
                     return {k: (n, matched, round(total, 6)) for k, (n, matched, total, _) in cells.items()}
 
                 assert numbers(arrow) == numbers(spark_cells) and len(arrow) > 3, rules[i].name
-
-    def test_batches_too_large_to_count_on_the_driver_are_aggregated_by_spark(self, spark, tmp_path, hook):
-        """With ``max_rows_per_rule`` 0 every batch is counted by Spark: the spike fires once, then resolves once."""
-        traffic.create_inference_table(spark, str(tmp_path / "chat"))
-        settings = settings_for(tmp_path, hook.url)
-        settings = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"max_rows_per_rule": 0})})
-        seen: list[dict] = []
-        job = Job(spark, settings, on_metrics=seen.append).start()
-        try:
-            commit(spark, tmp_path, calm(1, 0), job)  # the first batch counts from the tables
-            commit(spark, tmp_path, spike(2, 10), job)
-            commit(spark, tmp_path, calm(4, 25), job)
-        finally:
-            job.stop()
-        evaluated = [m["alerts"] for m in seen if m.get("rows")]
-        assert [(a["recounted"], a["fired"], a["resolved"]) for a in evaluated] == [
-            (True, 0, 0), (False, 1, 0), (False, 0, 1)]
-        assert [a["status"] for a in hook.answered(200)] == ["firing", "resolved"]
 
 
 class TestRulesAtStart:
