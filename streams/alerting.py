@@ -326,7 +326,7 @@ class Alerting:
             for i in light:
                 cells[rules[i].name] = D.count_table(i, rules[i], scanned, max_time)
                 if tables:
-                    self.heavy[rules[i].name] = pc.sum(pc.fill_null(scanned.column(f"in_{i}"), False)).as_py() > limit
+                    self.heavy[rules[i].name] = (pc.sum(scanned.column(f"in_{i}")).as_py() or 0) > limit
         if heavy:
             windows = [stream_of(frames, r.stream).transform(A.windowed(r, max_time, upcoming=True)) for r in heavy]
             collected = A.union_all(windows).collect()

@@ -19,7 +19,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gatewatch.settings import AlertRule, RatioCondition, SumCondition
 from gatewatch.streams.sinks.model import Alert, make_dedup_key
@@ -240,9 +242,6 @@ def count_table(i: int, rule: AlertRule, scanned: pa.Table, max_time: datetime) 
     of 100k rows counts in a fraction of a second instead of a Python loop
     over every row and window.
     """
-    import numpy as np
-    import pyarrow.compute as pc
-
     w, s = rule.window_s * US, rule.slide_s * US
     taken = scanned.filter(pc.fill_null(scanned.column(f"in_{i}"), False))
     if taken.num_rows == 0:
@@ -270,15 +269,18 @@ def count_table(i: int, rule: AlertRule, scanned: pa.Table, max_time: datetime) 
     counted = expanded.group_by([*keys, "k"]).aggregate([([], "count_all"), ("hit", "sum"), ("amount", "sum")])
     cells: Cells = {}
     for row in counted.to_pylist():
-        key = tuple(sorted((k, row[f"g_{k}"]) for k in rule.group_by))
-        cells[(key, row["k"])] = [row["count_all"], int(row["hit_sum"] or 0), float(row["amount_sum"] or 0.0), {}]
+        cells[(_scan_group(rule, row), row["k"])] = [row["count_all"], int(row["hit_sum"] or 0), float(row["amount_sum"] or 0.0), {}]
     with_sample = expanded.filter(pc.is_valid(expanded.column("sample")))
     if with_sample.num_rows:
         for row in with_sample.group_by([*keys, "k", "sample"]).aggregate([([], "count_all")]).to_pylist():
-            key = tuple(sorted((k, row[f"g_{k}"]) for k in rule.group_by))
             if row["sample"]:
-                cells[(key, row["k"])][3][row["sample"]] = row["count_all"]
+                cells[(_scan_group(rule, row), row["k"])][3][row["sample"]] = row["count_all"]
     return cells
+
+
+def _scan_group(rule: AlertRule, row: Mapping) -> GroupKey:
+    """The group key of a row with ``alerts.scan``'s ``g_<column>`` values."""
+    return tuple(sorted((k, row[f"g_{k}"]) for k in rule.group_by))
 
 
 def cells_from_windows(rule: AlertRule, rows: Iterable[Mapping]) -> Cells:
