@@ -1,7 +1,8 @@
 # The two commands of the README: `make demo` and `make test`. Both do all
 # set-up themselves: a virtualenv in .venv, the pinned dependencies, the
-# package installed as its wheel ships it, and the Delta jars fetched once
-# from Maven Central into the user cache (see `gatewatch setup`).
+# package installed in development mode (`pip install -e`: an edited module
+# is what the next run imports, no reinstall), and the Delta jars fetched
+# once from Maven Central into the user cache (see `gatewatch setup`).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -16,11 +17,10 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(DEPS): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q hatchling ".[local,test]"
+	$(BIN)/pip install -q -e ".[local,test]"
 	touch $(DEPS)
 
 install: $(DEPS)
-	$(BIN)/pip install -q --no-deps --no-build-isolation --force-reinstall .
 
 setup: install
 	$(BIN)/gatewatch setup

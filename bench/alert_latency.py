@@ -66,7 +66,7 @@ def alert_latency(args: argparse.Namespace) -> None:
     from delta.tables import DeltaTable
 
     from gatewatch.settings import Settings, SparkSettings
-    from gatewatch.streams import traffic
+    from gatewatch.traffic import generate as traffic
     from gatewatch.streams.config import read_rules
     from gatewatch.streams.job import Job
     from gatewatch.streams.spark import build_spark

@@ -56,7 +56,7 @@ def _spark():
 
 def write_source(spark, table: Path, rows: int, commits: int, seed: int) -> float:
     """Write ``rows`` generated rows in ``commits`` commits; return the seconds spent."""
-    from gatewatch.streams import traffic
+    from gatewatch.traffic import generate as traffic
 
     started = time.monotonic()
     traffic.create_inference_table(spark, str(table))
@@ -71,7 +71,7 @@ def write_source(spark, table: Path, rows: int, commits: int, seed: int) -> floa
 def run_pipeline(table: Path, work: Path, files_per_trigger: int, contract: bool) -> dict:
     """``gatewatch run --available-now`` in a fresh process; wall time and batch log."""
     cmd = [
-        sys.executable, "-m", "gatewatch.streams.cli", "run", "--available-now",
+        sys.executable, "-m", "gatewatch.cli.main", "run", "--available-now",
         "--source", str(table), "--output", str(work / "out"), "--checkpoint", str(work / "ckpt"),
         "--set", f"sources.0.max_files_per_trigger={files_per_trigger}",
         "--set", "spark.shuffle_partitions=2", "--set", "spark.driver_memory=4g",
@@ -166,7 +166,7 @@ def throughput(args: argparse.Namespace) -> None:
 
 def latency(args: argparse.Namespace) -> None:
     from gatewatch.settings import OutputSettings, Settings, SourceSettings, TriggerSettings
-    from gatewatch.streams import traffic
+    from gatewatch.traffic import generate as traffic
     from gatewatch.streams.job import Job
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="gatewatch-latency-"))

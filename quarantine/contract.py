@@ -43,6 +43,7 @@ from gatewatch.quarantine.compiler import compile_expectation, label, supported_
 from gatewatch.schemas import FAILED_EXPECTATION
 
 if TYPE_CHECKING:
+    from gatewatch.settings import Settings
     from importlib.resources.abc import Traversable
 
     from great_expectations.core.expectation_suite import ExpectationSuite
@@ -248,3 +249,10 @@ def split_by_contract(df: DataFrame, contract: Contract) -> tuple[DataFrame, Dat
     checked = df.transform(with_contract_results(contract))
     passes = F.size("failed_expectations") == 0
     return checked.where(passes).drop("failed_expectations"), checked.where(~passes)
+
+
+def load_contract(settings: Settings) -> Contract | None:
+    """The compiled expectation contract, or None when disabled."""
+    if not settings.contract.enabled:
+        return None
+    return compile_suite(load_suite(settings.contract.suite))

@@ -89,7 +89,7 @@ def replay(
 ) -> ReplayResult:
     """Re-run open quarantined rows; merge those that pass, refresh those that fail."""
     from gatewatch.streams.batch import process
-    from gatewatch.streams.job import load_contract
+    from gatewatch.quarantine.contract import load_contract
     from gatewatch.streams.parsers import load_parser_modules
     from gatewatch.transforms.pipeline import quarantine_view, requests_view
 

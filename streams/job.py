@@ -17,15 +17,15 @@ from gatewatch.errors import (
     SourceReplacedError,
     StreamFailedError,
 )
-from gatewatch.schemas import QUARANTINE, REQUESTS, SAFETY_EVENTS, TOKEN_EVENTS
 from gatewatch.settings import Settings, SourceSettings
 from gatewatch.streams import outputs as out
 from gatewatch.streams.logs import error_summary
+from gatewatch.quarantine.contract import load_contract
 from gatewatch.streams.parsers import load_parser_modules
 from gatewatch.streams.batch import BatchContext, BatchHook, BatchStage, handle_batch
 from gatewatch.streams.observe import Observer, ProgressListener, latest_commit
 from gatewatch.streams.recovery import damaged_file, resume_version
-from gatewatch.streams.sinks.base import Sink
+from gatewatch.alerts.sinks.base import Sink
 from gatewatch.streams.source import SourceTable, check_source, read_change_feed
 
 log = structlog.get_logger("gatewatch.job")
@@ -47,33 +47,6 @@ class RunningSource:
 def checkpoint_for(settings: Settings, source: SourceSettings) -> str:
     """The checkpoint folder of one source: ``<checkpoint_root>/<source name>``."""
     return f"{settings.checkpoint_root.rstrip('/')}/{source.source_name}"
-
-
-def load_contract(settings: Settings) -> Any | None:
-    """The compiled expectation contract, or None when disabled."""
-    if not settings.contract.enabled:
-        return None
-    from gatewatch.quarantine.contract import compile_suite, load_suite
-
-    return compile_suite(load_suite(settings.contract.suite))
-
-
-def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, out.Table]:
-    """Create the requests, quarantine and event tables if needed; return them by role."""
-    o = settings.output
-    tables = {
-        "requests": out.table(o, o.requests_table),
-        "quarantine": out.table(o, o.quarantine_table),
-        "token_events": out.table(o, o.token_events_table),
-        "safety_events": out.table(o, o.safety_events_table),
-    }
-    schemas = {"requests": REQUESTS, "quarantine": QUARANTINE, "token_events": TOKEN_EVENTS,
-               "safety_events": SAFETY_EVENTS}
-    if not tables["requests"].is_path:
-        out.check_catalog(spark, tables["requests"].ref, "output table")
-    for role, schema in schemas.items():
-        out.ensure_table(spark, tables[role], schema)
-    return tables
 
 
 def alerting_enabled(settings: Settings) -> bool:
@@ -185,11 +158,11 @@ class Job:
         self.listener: ProgressListener | None = None
         load_parser_modules(settings)
         self.contract = load_contract(settings)
-        self.tables = prepare_outputs(spark, settings)
+        self.tables = out.prepare_outputs(spark, settings)
         self.alerting = None
         self.stages: tuple[BatchStage, ...] = ()
         if alerting_enabled(settings):
-            from gatewatch.streams.alerting import Alerting, alert_tables, ensure_alert_tables
+            from gatewatch.alerts.engine import Alerting, alert_tables, ensure_alert_tables
 
             self.tables.update(alert_tables(settings))
             ensure_alert_tables(spark, settings, self.tables)

@@ -7,7 +7,7 @@
   ``<checkpoint_root>/_status.json`` (atomically) when it changes.
 - ``ProgressListener`` is the ``StreamingQueryListener`` that hands the
   progress of the job's own queries to the ``Observer``.
-- ``read_status`` and ``format_status`` serve ``gatewatch status``.
+- ``read_status`` serves ``gatewatch status`` (``cli.tables.format_status`` shows it).
 """
 
 from __future__ import annotations
@@ -281,38 +281,3 @@ def read_status(checkpoint_root: str) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as err:
         raise GatewatchError(f"the status file {path} cannot be read ({err}).") from None
-
-
-def _alive(job: Mapping[str, Any]) -> bool:
-    """False only when the job ran on this host and its process is gone."""
-    if job.get("host") != socket.gethostname() or not job.get("pid"):
-        return True
-    try:
-        os.kill(int(job["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def format_status(status: Mapping[str, Any]) -> str:
-    """``gatewatch status`` as text: one row per source, then the errors."""
-    from gatewatch.streams.demo import format_table
-
-    job = status.get("job", {})
-    gone = not _alive(job)
-    rows, errors = [], []
-    for name, s in status.get("sources", {}).items():
-        batch, lagged = s.get("last_batch") or {}, s.get("lag") or {}
-        state = s.get("state", "-") + (" (process gone)" if gone and s.get("state") in ("running", "starting") else "")
-        rows.append([name, state, s.get("last_batch_id"), batch.get("rows"), batch.get("requests"),
-                     batch.get("quarantined"), lagged.get("versions"),
-                     None if lagged.get("seconds") is None else f"{lagged['seconds']:.1f}", s.get("updated_at")])
-        if s.get("error"):
-            errors.append(f"{name}: {s['error']}")
-    head = (f"job pid {job.get('pid')} on {job.get('host')}, started {job.get('started_at')}, "
-            f"updated {job.get('updated_at')}")
-    table = format_table(["source", "state", "last batch", "rows", "requests", "quarantined", "lag (versions)",
-                          "lag (s)", "updated"], rows)
-    return "\n".join([head, "", table, *([""] + errors if errors else [])])

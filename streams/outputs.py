@@ -19,7 +19,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from gatewatch.settings import OutputSettings
+from gatewatch.settings import OutputSettings, Settings
 
 
 @dataclass(frozen=True)
@@ -122,3 +122,23 @@ def checkpoint_app_id(checkpoint: str, purpose: str = "sink") -> str:
     app_id = f"gatewatch-{purpose}-{uuid.uuid4()}"
     marker.write_text(app_id + "\n")
     return app_id
+
+
+def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, Table]:
+    """Create the requests, quarantine and event tables if needed; return them by role."""
+    from gatewatch.schemas import QUARANTINE, REQUESTS, SAFETY_EVENTS, TOKEN_EVENTS
+
+    o = settings.output
+    tables = {
+        "requests": table(o, o.requests_table),
+        "quarantine": table(o, o.quarantine_table),
+        "token_events": table(o, o.token_events_table),
+        "safety_events": table(o, o.safety_events_table),
+    }
+    schemas = {"requests": REQUESTS, "quarantine": QUARANTINE, "token_events": TOKEN_EVENTS,
+               "safety_events": SAFETY_EVENTS}
+    if not tables["requests"].is_path:
+        check_catalog(spark, tables["requests"].ref, "output table")
+    for role, schema in schemas.items():
+        ensure_table(spark, tables[role], schema)
+    return tables

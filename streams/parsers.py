@@ -19,7 +19,7 @@ log = structlog.get_logger("gatewatch.parsers")
 
 def load_parser_modules(settings: Settings) -> list[str]:
     """Import every module of ``parsers.modules``; return the parser labels now registered."""
-    from gatewatch.transforms.parsers.registry import SHAPE_PARSERS, parser_version_tag
+    from gatewatch.transforms.registry import SHAPE_PARSERS, parser_version_tag
 
     for i, name in enumerate(settings.parsers.modules):
         try:

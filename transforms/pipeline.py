@@ -16,8 +16,8 @@ from pyspark.sql.types import ArrayType
 
 from gatewatch.schemas import CANONICAL_INPUT, FAILED_EXPECTATION, QUARANTINE, REQUEST_COLUMNS
 from gatewatch.transforms.fingerprint import with_shape_fingerprint
-from gatewatch.transforms.parsers.registry import dispatch_shapes, parser_version_tag
-from gatewatch.transforms.rows import with_parsed_rows
+from gatewatch.transforms import parsers as _builtins  # noqa: F401  (importing registers the built-in parsers)
+from gatewatch.transforms.rows import parse_registered
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -52,7 +52,7 @@ def parse_inference_rows() -> Transform:
     """
 
     def apply(df: DataFrame) -> DataFrame:
-        return df.transform(with_parsed_rows(parser_version_tag())).transform(dispatch_shapes)
+        return df.transform(parse_registered())
 
     return apply
 

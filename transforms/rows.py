@@ -16,7 +16,7 @@ Python over one ``orjson`` parse run several times faster (README,
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -27,7 +27,7 @@ from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 from gatewatch.schemas import PARSED_COLUMNS, REQUESTS
 from gatewatch.transforms.fields import Row
 from gatewatch.transforms.outcome import classify
-from gatewatch.transforms.parsers.registry import OUTCOME_PARSERS, parse_row
+from gatewatch.transforms.registry import OUTCOME_PARSERS, Parser, dispatch_shapes, parse_row, parser_version_tag
 from gatewatch.transforms.payload import read_payloads
 
 Transform = Callable[[DataFrame], DataFrame]
@@ -72,15 +72,18 @@ def parse_values(
     responses: list[str | None],
     statuses: list[int | None],
     logging_error_codes: list[list[str] | None],
+    parsers: Mapping[str, Parser] | None = None,
 ) -> dict[str, list[Any]]:
-    """Parse rows given as columns of Python values; return the PARSE_OUTPUT columns as lists."""
-    if not OUTCOME_PARSERS:  # a fresh Python worker: importing the package registers the built-ins
-        import gatewatch.transforms.parsers  # noqa: F401
+    """Parse rows given as columns of Python values; return the PARSE_OUTPUT columns as lists.
+
+    ``parsers`` maps each outcome to its parser (default: those registered now).
+    """
+    parsers = OUTCOME_PARSERS if parsers is None else parsers
     names = [f.name for f in PARSE_OUTPUT.fields]
     out: dict[str, list[Any]] = {name: [] for name in names}
     for request, response, status, codes in zip(requests, responses, statuses, logging_error_codes):
         payload = read_payloads(request, response)
-        parsed = parse_row(Row(payload, classify(payload, status, codes), status))
+        parsed = parse_row(Row(payload, classify(payload, status, codes), status), parsers)
         parsed["_req_invalid"] = payload.req_invalid
         parsed["_resp_invalid"] = payload.resp_invalid
         for name in names:
@@ -88,10 +91,10 @@ def parse_values(
     return out
 
 
-def parse_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+def parse_batch(batch: pa.RecordBatch, parsers: Mapping[str, Parser] | None = None) -> pa.RecordBatch:
     """One Arrow batch of canonical rows, with the PARSE_OUTPUT columns appended."""
     large = pa.types.is_large_string(batch.schema.field("request").type)
-    columns = parse_values(*(batch.column(name).to_pylist() for name in _INPUT))
+    columns = parse_values(*(batch.column(name).to_pylist() for name in _INPUT), parsers=parsers)
     types = _output_types(large)
     arrays = [pa.array(columns[f.name], type=t) for f, t in zip(PARSE_OUTPUT.fields, types)]
     return pa.RecordBatch.from_arrays(
@@ -99,12 +102,12 @@ def parse_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     )
 
 
-def _parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _parse_batches(parsers: Mapping[str, Parser], batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     for batch in batches:
-        yield parse_batch(batch)
+        yield parse_batch(batch, parsers)
 
 
-def with_parsed_rows(version_tag: str) -> Transform:
+def with_parsed_rows(version_tag: str, parsers: Mapping[str, Parser]) -> Transform:
     """Parse, classify and run the parser of each row's outcome.
 
     Reads: ``request``, ``response``, ``status_code``, ``logging_error_codes``.
@@ -112,10 +115,34 @@ def with_parsed_rows(version_tag: str) -> Transform:
     ``quarantine_reason`` (``json_parse_error`` | ``unknown_shape`` | null),
     ``parser``, ``parser_version`` (``version_tag``, every registered parser,
     on rows no parser took) and ``_req_invalid`` / ``_resp_invalid``.
+    ``parsers`` (outcome to parser) travels to the Python workers with the
+    function, so a worker needs no registration of its own.
     """
 
     def apply(df: DataFrame) -> DataFrame:
-        out = df.mapInArrow(_parse_batches, StructType([*df.schema.fields, *PARSE_OUTPUT.fields]))
+        out = df.mapInArrow(functools.partial(_parse_batches, dict(parsers)), StructType([*df.schema.fields, *PARSE_OUTPUT.fields]))
         return out.withColumn("parser_version", F.coalesce(F.col("parser_version"), F.lit(version_tag)))
 
     return apply
+
+
+def parse_registered() -> Transform:
+    """Parse with the parsers registered now, then let the shape parsers claim unknown shapes.
+
+    Reads: the CANONICAL_INPUT columns. Adds: what ``with_parsed_rows`` adds;
+    ``dispatch_shapes`` then updates the rows a shape parser claims.
+    """
+
+    def apply(df: DataFrame) -> DataFrame:
+        return df.transform(with_parsed_rows(parser_version_tag(), OUTCOME_PARSERS)).transform(dispatch_shapes)
+
+    return apply
+
+
+def parse_with(outcome: str) -> Transform:
+    """A ``parse(df)`` running the whole parse on canonical rows and keeping those of one outcome."""
+
+    def parse(df: DataFrame) -> DataFrame:
+        return df.transform(parse_registered()).where(F.col("outcome") == outcome)
+
+    return parse

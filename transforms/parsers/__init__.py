@@ -10,7 +10,7 @@ from gatewatch.transforms.parsers import (  # noqa: F401  (each module registers
     stream_blocked_partial,
     stream_ok,
 )
-from gatewatch.transforms.parsers.registry import (
+from gatewatch.transforms.registry import (
     OUTCOME_PARSERS,
     SHAPE_PARSERS,
     dispatch_shapes,

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from gatewatch.transforms import fields
 from gatewatch.transforms.fields import Row
-from gatewatch.transforms.parsers.registry import parse_with, register
+from gatewatch.transforms.registry import register
+from gatewatch.transforms.rows import parse_with
 
 
 @register("predict_ok", version="1.0.0")
