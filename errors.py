@@ -6,6 +6,8 @@ no stack trace is shown for any of these.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class GatewatchError(Exception):
     """Base class: a problem the user can fix, described in one line."""
@@ -108,24 +110,67 @@ class SourceReplacedError(GatewatchError):
         )
 
 
+Resume = tuple[int, "int | str | None", bool]
+"""Where one source resumes on a new checkpoint: its index in ``sources``, the version, whether that version is in the outputs in part."""
+
+
+def resume_sets(resumes: list[Resume] | tuple[Resume, ...]) -> str:
+    """The ``--set sources.N.starting_version=V`` of each source, with the caveat of a version written in part."""
+    sets = " ".join(
+        f"`--set sources.{index}.starting_version="
+        f"{'<first source version not yet in the outputs>' if version is None else version}`"
+        for index, version, _ in resumes
+    )
+    partial = [f"version {v}" + (f" of sources.{i}" if len(resumes) > 1 else "") for i, v, part in resumes if part]
+    caveat = f" ({', '.join(partial)} is in the outputs in part: those rows will be written again)" if partial else ""
+    return sets + caveat
+
+
 class CheckpointCorruptError(GatewatchError):
     """The checkpoint cannot be read.
 
     ``resume`` is the first source version the outputs do not hold entirely,
     when known: restarting there on a new checkpoint loses nothing, and
     duplicates nothing unless ``partial`` (that version is written in part).
+    ``more`` gives the same for the other sources of a query that reads several.
     """
 
     def __init__(
-        self, checkpoint: str, detail: str, index: int = 0, resume: int | str | None = None, partial: bool = False
+        self, checkpoint: str, detail: str, index: int = 0, resume: int | str | None = None, partial: bool = False,
+        more: tuple[Resume, ...] = (),
     ) -> None:
         self.checkpoint, self.detail = checkpoint, detail
-        version = "<first source version not yet in the outputs>" if resume is None else resume
-        caveat = f" (version {resume} is in the outputs in part: those rows will be written again)" if partial else ""
         super().__init__(
             f"checkpoint {checkpoint} cannot be read ({detail}).",
             fix=f"move it aside (`mv {checkpoint} {checkpoint}.corrupt`) and run again with "
-            f"`--set sources.{index}.starting_version={version}`{caveat}.",
+            f"{resume_sets(((index, resume, partial), *more))}.",
+        )
+
+
+class SourcesChangedError(GatewatchError):
+    """A source was added to or removed from a query that reads several: its checkpoint no longer fits."""
+
+    def __init__(self, query: str, checkpoint: str, detail: str, resumes: tuple[Resume, ...] = ()) -> None:
+        self.query, self.checkpoint = query, checkpoint
+        restart = (f"move the checkpoint aside (`mv {checkpoint} {checkpoint}.old`) and run again with "
+                   f"{resume_sets(resumes)}" if resumes else
+                   f"move the checkpoint aside (`mv {checkpoint} {checkpoint}.old`) and run again with each source's "
+                   "`starting_version` set to the first version not yet in the outputs")
+        super().__init__(
+            f"the sources of query '{query}' changed since its checkpoint {checkpoint} was written ({detail}).",
+            fix=f"give an added source a query of its own (`--set sources.N.group=NAME`), or {restart}.",
+        )
+
+
+class CheckpointLayoutError(GatewatchError):
+    """A source with a checkpoint of its own is now configured into a query of several sources."""
+
+    def __init__(self, source: str, index: int, own: str, query: str, checkpoint: str) -> None:
+        super().__init__(
+            f"source '{source}' has a checkpoint of its own ({own}), but is now read by query '{query}' "
+            f"(checkpoint {checkpoint}), which would read it again from its starting_version.",
+            fix=f"keep it in a query of its own (`--set sources.{index}.group={Path(own).name}`), or move {own} "
+            f"aside and set `sources.{index}.starting_version` to the first version not yet in the outputs.",
         )
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gatewatch.errors import ConfigError
-from gatewatch.alerts.rules import AlertRule, parse_rules
+from gatewatch.alerts.rules import AlertRule, duration_seconds, parse_rules
 from gatewatch.alerts.sinks.config import SinkSettings, parse_sinks
 
 
@@ -39,6 +39,8 @@ class SourceSettings(_Frozen):
     table: str
     name: str | None = None
     endpoint: str | None = None
+    group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", max_length=100)
+    """The streaming query that reads this source: sources of one group share one query and one checkpoint."""
     starting_version: StartingVersion = "earliest"
     max_files_per_trigger: int | None = Field(None, ge=1)
     max_bytes_per_trigger: str | None = None
@@ -76,6 +78,31 @@ class OutputSettings(_Frozen):
     alerts_table: str = "alerts"
     outbox_table: str = "alert_outbox"
     deliveries_table: str = "alert_deliveries"
+    events_interval: str = "1 minute"
+    """How often the token-usage and safety event tables catch up with requests (their own query)."""
+    auto_compact: bool = True
+    """Delta auto compaction on the tables gatewatch creates: small files are merged after a write."""
+    checkpoint_interval: int = Field(10, ge=1)
+    log_retention: str = "7 days"
+    deleted_file_retention: str = "1 day"
+    properties: dict[str, str] = Field(default_factory=dict)
+    """More Delta table properties for the tables gatewatch creates (e.g. a reader-incompatible feature)."""
+
+    @field_validator("events_interval", "log_retention", "deleted_file_retention")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+    def table_properties(self) -> dict[str, str]:
+        """The Delta properties set on every table gatewatch creates (none is a feature other readers lack)."""
+        return {
+            "delta.autoOptimize.autoCompact": str(self.auto_compact).lower(),
+            "delta.checkpointInterval": str(self.checkpoint_interval),
+            "delta.logRetentionDuration": f"interval {self.log_retention}",
+            "delta.deletedFileRetentionDuration": f"interval {self.deleted_file_retention}",
+            **self.properties,
+        }
 
 
 class TriggerSettings(_Frozen):

@@ -71,6 +71,7 @@ from gatewatch.alerts.sinks.config import DeltaSinkSettings
 from gatewatch.alerts.sinks.model import Alert, parse_iso
 from gatewatch.alerts import decide as D
 from gatewatch.alerts import windows as A
+from gatewatch.transforms.events import safety_events, token_events
 
 
 log = structlog.get_logger("gatewatch.alerting")
@@ -127,7 +128,20 @@ def _delta_sink_tables(settings: Settings, alerts: out.Table) -> list[out.Table]
 def stream_frame(spark: SparkSession, tables: Mapping[str, out.Table], stream: str) -> DataFrame:
     """The table (or, for ``rows``, the union of requests and quarantine) a rule's stream reads."""
     roles = ("requests", "quarantine") if stream == "rows" else (stream,)
-    return stream_of({role: tables[role].read(spark) for role in roles}, stream)
+    return stream_of({role: read_role(spark, tables, role) for role in roles}, stream)
+
+
+def read_role(spark: SparkSession, tables: Mapping[str, out.Table], role: str) -> DataFrame:
+    """The rows of one role as the rules count them: a table, or token and safety events derived from requests.
+
+    The event tables follow requests on their own cadence (``streams.events``);
+    derived from requests, a recount sees every request the moment it is written.
+    """
+    if role == "token_events":
+        return tables["requests"].read(spark).transform(token_events)
+    if role == "safety_events":
+        return tables["requests"].read(spark).transform(safety_events)
+    return tables[role].read(spark)
 
 
 def stream_of(frames: Mapping[str, DataFrame], stream: str) -> DataFrame:
@@ -295,7 +309,7 @@ class Alerting:
             self.cells = {name: {} for name in self.rules}
         else:
             max_time = A.from_micros(self.max_us)
-            frames = {role: self.tables[role].read(self.spark) for role in self.roles}
+            frames = {role: read_role(self.spark, self.tables, role) for role in self.roles}
             self.cells = self.count(self.spark, frames, max_time, tables=True)
         self.generation += 1
         self.recounted_at = time.monotonic()
@@ -492,10 +506,11 @@ class Alerting:
 
 def ensure_alert_tables(spark: SparkSession, settings: Settings, tables: Mapping[str, out.Table]) -> None:
     """Create the alerts, outbox and deliveries tables (and any other ``delta`` sink table) if needed."""
+    properties = settings.output.table_properties()
     for role, schema in STATE_TABLES.items():
-        out.ensure_table(spark, tables[role], schema)
+        out.ensure_table(spark, tables[role], schema, properties)
     for table in _delta_sink_tables(settings, tables["alerts"]):
-        out.ensure_table(spark, table, ALERTS)
+        out.ensure_table(spark, table, ALERTS, properties)
 
 
 def deliver_once(spark: SparkSession, settings: Settings) -> dict[str, int]:

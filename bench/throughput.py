@@ -8,7 +8,9 @@ Modes:
   start included) and in steady state (micro-batches after the first, from
   the job's own batch log). For comparison it runs the same change feed,
   read with delta-rs, through a plain Python ``json.loads`` loop that
-  extracts outcome and tokens.
+  extracts outcome and tokens, and a stock Spark job (``bench/stock_job.py``:
+  the change feed, tokens by ``get_json_object``, one Delta table), also as
+  a fresh process with the same micro-batch size.
 - ``alert-latency``: runs the job with a 1 second trigger and the packaged
   alert rules, commits blocked requests on one endpoint in rounds, and
   reports p50/p95 from the commit that tips ``content_filter_spike`` to the
@@ -94,6 +96,20 @@ def run_pipeline(table: Path, work: Path, files_per_trigger: int, contract: bool
     return {"wall_s": wall, "batches": batches}
 
 
+def stock_job(table: Path, work: Path, files_per_trigger: int) -> dict:
+    """``bench/stock_job.py`` in a fresh process: wall time (JVM start included) and rows written."""
+    for sub in ("stock-out", "stock-ckpt"):
+        _rmtree(work / sub)
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "stock_job.py"), str(table),
+           str(work / "stock-out"), str(work / "stock-ckpt"), str(files_per_trigger)]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit(f"the stock job failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return {"wall_s": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
 def json_loop(table: Path) -> dict:
     """The same change feed through plain Python: delta-rs read, json.loads, a few fields."""
     import pyarrow as pa
@@ -145,6 +161,8 @@ def throughput(args: argparse.Namespace) -> None:
     files = _files_per_commit(table)
     print("\nPlain Python json.loads loop over the change feed (delta-rs) ...", flush=True)
     loop = json_loop(table)
+    print("\nStock Spark job: change feed -> get_json_object tokens -> one Delta table (fresh process) ...", flush=True)
+    stock = stock_job(table, work, files)
     print(f"\ngatewatch run --available-now (fresh process, contract {'on' if args.contract else 'off'}) ...", flush=True)
     for sub in ("out", "ckpt"):
         _rmtree(work / sub)
@@ -162,6 +180,9 @@ def throughput(args: argparse.Namespace) -> None:
     print(f"  first batch             {batches[0]['duration_s']:.1f}s ({batches[0]['rows']:,} rows)")
     print(f"  json.loads loop         {loop['seconds']:.1f}s  -> {loop['rows'] / loop['seconds']:,.0f} rows/s")
     print(f"  ratio end to end        {(rows / run['wall_s']) / (loop['rows'] / loop['seconds']):.2f}x the loop")
+    print(f"  stock Spark job         {stock['wall_s']:.1f}s  -> {stock['rows'] / stock['wall_s']:,.0f} rows/s "
+          f"({stock['rows']:,} rows)")
+    print(f"  gatewatch / stock job   {run['wall_s'] / stock['wall_s']:.2f}x the stock job's time")
 
 
 def latency(args: argparse.Namespace) -> None:

@@ -4,11 +4,17 @@
 static DataFrame and a batch id. Each write is idempotent per (app id, batch
 id), so a batch replayed after a crash writes nothing twice.
 
-A batch runs in four steps: parse (the parsed rows are kept), the stages'
-``before_writes`` (alerting evaluates and sends here), the writes (the
-output tables and each stage's ticket ``writes``, in parallel), the stages'
-``after_writes`` and then the hooks. A stage's ``abort`` runs when the batch
-fails after its ``before_writes``.
+A batch runs in four steps: parse (the change feed is read once and the
+parsed rows are kept; one small collect gives the batch's figures), the
+stages' ``before_writes`` (alerting evaluates and sends here), the writes
+(requests, and quarantine when it has rows, with each stage's ticket
+``writes``, in parallel), the stages' ``after_writes`` and then the hooks. A
+stage's ``abort`` runs when the batch fails after its ``before_writes``.
+The token-usage and safety events are not written here: their own query
+derives them from requests on a cadence (``streams.events``).
+
+A batch may hold the rows of several sources (one query reads several
+change feeds): the figures are kept per source as well (``sources``).
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from typing import Any, Protocol
 import structlog
 from pyspark import StorageLevel
 from pyspark.util import inheritable_thread_target
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from gatewatch.streams import outputs as out
 from gatewatch.transforms import staging as S
 from gatewatch.transforms.events import is_flagged, safety_events, token_events
+from gatewatch.schemas import FAILED_EXPECTATION
 from gatewatch.transforms.pipeline import (
     PROCESSED_CHANGE_TYPES,
     latest_per_request,
@@ -70,6 +77,7 @@ class BatchContext:
     """What a batch handler needs: where to write, the contract, the clock."""
 
     source: str
+    """The query's name: its one source's name, or its group's."""
     app_id: str
     requests: out.Table
     quarantine: out.Table
@@ -77,9 +85,9 @@ class BatchContext:
     clock: Clock = utc_now
     hooks: tuple[BatchHook, ...] = field(default_factory=tuple)
     stages: tuple[BatchStage, ...] = field(default_factory=tuple)
-    token_events: out.Table | None = None
-    safety_events: out.Table | None = None
     on_metrics: Callable[[dict[str, Any]], None] | None = None
+    source_names: Mapping[str, str] = field(default_factory=dict)
+    """The source name of each ``source_table`` the query reads (figures per source)."""
 
 
 def apply_contract(parsed: DataFrame, contract: Any | None) -> DataFrame:
@@ -106,8 +114,6 @@ def _contract_steps(contract: Any | None) -> S.Steps:
 def _contract_step_list(contract: Any | None) -> list[S.Step]:
     from pyspark.sql.types import ArrayType
 
-    from gatewatch.schemas import FAILED_EXPECTATION
-
     lineage = S.with_columns(
         {"source_commit_version": F.col("_commit_version"), "source_commit_timestamp": F.col("_commit_timestamp")}
     )
@@ -131,10 +137,24 @@ def _contract_step_list(contract: Any | None) -> list[S.Step]:
 
 def process(batch: DataFrame, contract: Any | None) -> DataFrame:
     """Parse the processed change types of a batch and check them against the contract."""
-    rows = batch.where(F.col("_change_type").isin(*PROCESSED_CHANGE_TYPES))
+    rows = batch.where(processed_rows())
     return rows.transform(parse_inference_rows()).transform(
         lambda df: apply_contract(df, contract)
     )
+
+
+def processed_rows() -> Column:
+    """True for the change types that are parsed and written (inserts and update post-images)."""
+    return F.col("_change_type").isin(*PROCESSED_CHANGE_TYPES)
+
+
+def process_all(batch: DataFrame, contract: Any | None) -> DataFrame:
+    """Parse every row of a batch, whatever its change type, and check it against the contract.
+
+    Deletes and update pre-images are parsed too (they are few) so the batch
+    is read once and counted in one pass; only ``processed_rows`` are written.
+    """
+    return batch.transform(parse_inference_rows()).transform(lambda df: apply_contract(df, contract))
 
 
 class BatchFrames(Mapping[str, DataFrame]):
@@ -146,9 +166,10 @@ class BatchFrames(Mapping[str, DataFrame]):
     """
 
     def __init__(self, parsed: DataFrame, now: datetime) -> None:
+        written = parsed.where(processed_rows())
         self._build: dict[str, Callable[[], DataFrame]] = {
-            "requests": lambda: parsed.transform(requests_view()),
-            "quarantine": lambda: parsed.transform(quarantine_view(now)),
+            "requests": lambda: written.transform(requests_view()),
+            "quarantine": lambda: written.transform(quarantine_view(now)),
             "token_events": lambda: self["requests"].transform(token_events),
             "safety_events": lambda: self["requests"].transform(safety_events),
         }
@@ -189,35 +210,39 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
     """Write one micro-batch's requests and quarantine rows, once.
 
     Returns the batch metrics (also logged): rows per change type, per
-    outcome and per quarantine reason, and the duration.
+    outcome and per quarantine reason, per source, and the duration.
     """
     started = time.monotonic()
     now = ctx.clock()
     spark = batch.sparkSession
     timings: dict[str, float] = {}
-    # The source is read once: the change feed rows are kept for the counts and the parse.
-    raw = materialize(batch)
-    parsed = materialize(process(raw, ctx.contract))
+    # The change feed is read once: every row is parsed and kept for the counts and the writes.
+    parsed = materialize(process_all(batch, ctx.contract))
     try:
-        grouped = parsed.groupBy("_change_type", "outcome", "quarantine_reason").agg(
+        grouped = parsed.groupBy("source_table", "_change_type", "outcome", "quarantine_reason").agg(
             F.count("*").alias("n"), *_event_counts()
         ).collect()
-        counts = {(r["_change_type"], r["outcome"], r["quarantine_reason"]): r["n"] for r in grouped}
-        events: dict[str, Any] = {k: sum(r[k] or 0 for r in grouped if r["outcome"] is not None)
+        processed = [r for r in grouped if r["_change_type"] in PROCESSED_CHANGE_TYPES]
+        counts: dict[tuple, int] = {}
+        for r in processed:
+            key = (r["_change_type"], r["outcome"], r["quarantine_reason"])
+            counts[key] = counts.get(key, 0) + r["n"]
+        skipped: dict[str, int] = {}
+        for r in grouped:
+            if r["_change_type"] not in PROCESSED_CHANGE_TYPES:
+                skipped[r["_change_type"]] = skipped.get(r["_change_type"], 0) + r["n"]
+        events: dict[str, Any] = {k: sum(r[k] or 0 for r in processed if r["outcome"] is not None)
                                   for k in ("token_events", "safety_events")}
-        latest = max((r["event_time_us"] for r in grouped if r["event_time_us"] is not None), default=None)
+        latest = max((r["event_time_us"] for r in processed if r["event_time_us"] is not None), default=None)
         events["event_time"] = None if latest is None else _iso_micros(latest)
         timings["parse_s"] = time.monotonic() - started
-        skipped = {
-            r["_change_type"]: r["n"]
-            for r in raw.where(~F.col("_change_type").isin(*PROCESSED_CHANGE_TYPES))
-            .groupBy("_change_type").agg(F.count("*").alias("n")).collect()
-        }
         frames = BatchFrames(parsed, now)
         quarantined = sum(n for k, n in counts.items() if k[1] is None)
         replaces = any(k[0] == "update_postimage" and k[1] is not None for k in counts)
         metrics = _metrics(ctx, batch_id, counts, skipped, time.monotonic() - started)
         metrics.update(events)
+        if len(ctx.source_names) > 1 or (ctx.source_names and ctx.source not in ctx.source_names.values()):
+            metrics["sources"] = _per_source(ctx, processed, grouped)
         tickets: list[tuple[BatchStage, Any]] = []
         try:
             for stage in ctx.stages:
@@ -226,22 +251,20 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
             timings["alerts_s"] = time.monotonic() - started - timings["parse_s"]
             extra = [w for _, t in tickets for w in getattr(t, "writes", ())]
             if replaces:
-                latest = frames["requests"].transform(latest_per_request("source_commit_version"))
+                latest_rows = frames["requests"].transform(latest_per_request("source_commit_version"))
                 with out.idempotent_dml(spark, ctx.app_id, batch_id):
                     (
                         ctx.requests.delta(spark).alias("t")
-                        .merge(latest.alias("s"), "t.databricks_request_id = s.databricks_request_id")
+                        .merge(latest_rows.alias("s"), "t.databricks_request_id = s.databricks_request_id")
                         .whenMatchedUpdateAll()
                         .whenNotMatchedInsertAll()
                         .execute()
                     )
-                    _merge_events(ctx, spark, latest)
                 appends = [("quarantine", ctx.quarantine, quarantined)]
             else:
                 appends = [
                     ("requests", ctx.requests, sum(n for k, n in counts.items() if k[1] is not None)),
                     ("quarantine", ctx.quarantine, quarantined),
-                    *_event_appends(ctx, events),
                 ]
             _append_all(ctx, frames, appends, batch_id, extra)
             timings["write_s"] = time.monotonic() - started - timings["parse_s"] - timings["alerts_s"]
@@ -257,11 +280,23 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
             hook(ctx, parsed, batch_id, metrics)
     finally:
         release(parsed)
-        release(raw)
     log.info("batch", **metrics)
     if ctx.on_metrics:
         ctx.on_metrics(metrics)
     return metrics
+
+
+def _per_source(ctx: BatchContext, processed: list, grouped: list) -> dict[str, dict[str, int]]:
+    """Rows, requests and quarantined rows of each source the batch read (a query of several sources)."""
+    figures = {name: {"rows": 0, "requests": 0, "quarantined": 0} for name in ctx.source_names.values()}
+    for r in grouped:
+        name = ctx.source_names.get(r["source_table"], r["source_table"])
+        f = figures.setdefault(name, {"rows": 0, "requests": 0, "quarantined": 0})
+        if r["_change_type"] not in PROCESSED_CHANGE_TYPES:
+            continue
+        f["rows"] += r["n"]
+        f["requests" if r["outcome"] is not None else "quarantined"] += r["n"]
+    return figures
 
 
 def _metrics(ctx: BatchContext, batch_id: int, counts: dict, skipped: dict, seconds: float) -> dict[str, Any]:
@@ -305,16 +340,6 @@ def _event_counts() -> list:
     ]
 
 
-def _event_appends(ctx: BatchContext, counts: dict[str, Any]) -> list[Append]:
-    """The batch's token-usage and safety event appends, with their row counts."""
-    appends: list[Append] = []
-    if ctx.token_events is not None:
-        appends.append(("token_events", ctx.token_events, counts["token_events"]))
-    if ctx.safety_events is not None:
-        appends.append(("safety_events", ctx.safety_events, counts["safety_events"]))
-    return appends
-
-
 def _append_all(ctx: BatchContext, frames: Mapping[str, DataFrame], appends: list[Append], batch_id: int,
                 extra: list[Callable[[], None]] = ()) -> None:
     """Append to each table once per (app id, batch id), the tables (and ``extra`` writes) in parallel.
@@ -325,7 +350,7 @@ def _append_all(ctx: BatchContext, frames: Mapping[str, DataFrame], appends: lis
     parallel overlaps those, and one that fails fails the batch after the
     others finished (the retried batch skips the appends that committed).
     """
-    todo = [functools.partial(_append, frames, role, table, ctx.app_id, batch_id)
+    todo = [functools.partial(_append, frames, role, table, ctx.app_id, batch_id, rows)
             for role, table, rows in appends if rows]
     todo += extra
     if len(todo) <= 1:
@@ -338,34 +363,6 @@ def _append_all(ctx: BatchContext, frames: Mapping[str, DataFrame], appends: lis
             future.result()
 
 
-def _append(frames: Mapping[str, DataFrame], role: str, table: out.Table, app_id: str, batch_id: int) -> None:
-    out.append(frames[role], table, app_id, batch_id)
-
-
-def _merge_events(ctx: BatchContext, spark, latest: DataFrame) -> None:
-    """Upsert the events of a batch holding updated requests (inside the batch's idempotent-DML guard).
-
-    Token events are keyed by request id, safety events by request id, stage
-    and category, so an updated request replaces its events instead of
-    adding a second set.
-    """
-    if ctx.token_events is not None:
-        (
-            ctx.token_events.delta(spark).alias("t")
-            .merge(latest.transform(token_events).alias("s"), "t.databricks_request_id = s.databricks_request_id")
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-    if ctx.safety_events is not None:
-        keys = ("databricks_request_id", "stage", "category")
-        (
-            ctx.safety_events.delta(spark).alias("t")
-            .merge(
-                latest.transform(safety_events).dropDuplicates(list(keys)).alias("s"),
-                " AND ".join(f"t.{k} <=> s.{k}" for k in keys),
-            )
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+def _append(frames: Mapping[str, DataFrame], role: str, table: out.Table, app_id: str, batch_id: int,
+            rows: int) -> None:
+    out.append(frames[role], table, app_id, batch_id, rows)

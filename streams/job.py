@@ -1,8 +1,15 @@
-"""The streaming job: one query per source, one foreachBatch each, all writing the same outputs."""
+"""The streaming job: one query per group of sources, one foreachBatch each, all writing the same outputs.
+
+The sources without a ``group`` share one query (Spark unions their change
+feeds and keeps each one's offsets in the query's checkpoint), so a trigger
+pays a micro-batch's fixed cost once, however many endpoints the job tails.
+One more query keeps the event tables up with requests (``streams.events``).
+"""
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +20,10 @@ from pyspark.sql.streaming import StreamingQuery
 
 from gatewatch.errors import (
     CheckpointCorruptError,
+    CheckpointLayoutError,
     GatewatchError,
     SourceReplacedError,
+    SourcesChangedError,
     StreamFailedError,
 )
 from gatewatch.settings import Settings, SourceSettings
@@ -24,29 +33,61 @@ from gatewatch.quarantine.contract import load_contract
 from gatewatch.streams.parsers import load_parser_modules
 from gatewatch.streams.batch import BatchContext, BatchHook, BatchStage, handle_batch
 from gatewatch.streams.observe import Observer, ProgressListener, latest_commit
-from gatewatch.streams.recovery import damaged_file, resume_version
+from gatewatch.streams.events import start_events_query, starting_version
+from gatewatch.streams.recovery import damaged_file, replaced_source, resume_version
 from gatewatch.alerts.sinks.base import Sink
-from gatewatch.streams.source import SourceTable, check_source, read_change_feed
+from gatewatch.streams.source import QueryGroup, SourceTable, check_source, has_offsets, query_groups, read_change_feeds
 
 log = structlog.get_logger("gatewatch.job")
 
 SCHEMA_CHANGED = ("DELTA_SCHEMA_CHANGED", "DELTA_STREAMING_METADATA_EVOLUTION", "schema has changed")
+SOURCES_CHANGED = "sources in the checkpoint offsets and now there are"
+"""Spark's words when a query's sources differ from its checkpoint's."""
 MAX_SCHEMA_RESTARTS = 5
 
 
 @dataclass
-class RunningSource:
-    """A started query and what it reads."""
+class RunningQuery:
+    """A started query and the sources it reads."""
 
-    table: SourceTable
-    checkpoint: str
+    group: QueryGroup
     query: StreamingQuery
     restarts: int = 0
 
+    @property
+    def checkpoint(self) -> str:
+        """The query's checkpoint folder."""
+        return self.group.checkpoint
+
+    @property
+    def table(self) -> SourceTable:
+        """The query's first source (its only one, unless it reads a group)."""
+        return self.group.tables[0]
+
 
 def checkpoint_for(settings: Settings, source: SourceSettings) -> str:
-    """The checkpoint folder of one source: ``<checkpoint_root>/<source name>``."""
-    return f"{settings.checkpoint_root.rstrip('/')}/{source.source_name}"
+    """The checkpoint folder of the query that reads ``source``."""
+    tables = [SourceTable(settings=s, kind="gateway", is_path=False) for s in settings.sources]
+    for group in query_groups(tables, settings.checkpoint_root):
+        if any(t.settings == source for t in group.tables):
+            return group.checkpoint
+    raise KeyError(source.table)
+
+
+def check_layout(groups: Sequence[QueryGroup], checkpoint_root: str) -> None:
+    """Refuse to read a source in a new query of several when it has a checkpoint of its own.
+
+    Raises:
+        CheckpointLayoutError: naming the source, its own checkpoint and the fix.
+    """
+    root = checkpoint_root.rstrip("/")
+    for group in groups:
+        if len(group.tables) < 2 or has_offsets(group.checkpoint):
+            continue
+        for index, table in zip(group.indexes, group.tables):
+            own = f"{root}/{table.settings.source_name}"
+            if own != group.checkpoint and has_offsets(own):
+                raise CheckpointLayoutError(table.name, index, own, group.name, group.checkpoint)
 
 
 def alerting_enabled(settings: Settings) -> bool:
@@ -60,6 +101,10 @@ def explain(err: BaseException, source: str, checkpoint: str, index: int = 0) ->
     ``index`` is the source's position in ``sources`` (the fix names its key).
     """
     text = str(err)
+    if SOURCES_CHANGED in text:
+        detail = re.search(r"There are \[?(\d+)\]? sources in the checkpoint offsets and now there are \[?(\d+)\]?", text)
+        what = f"it read {detail.group(1)}, the config now gives {detail.group(2)}" if detail else "Spark keeps one offset per source"
+        return SourcesChangedError(source, checkpoint, what)
     if "DIFFERENT_DELTA_TABLE_READ_BY_STREAMING_SOURCE" in text:
         return SourceReplacedError(source, checkpoint, index)
     damaged = damaged_file(checkpoint)
@@ -76,31 +121,29 @@ def explain(err: BaseException, source: str, checkpoint: str, index: int = 0) ->
 def start_query(
     spark: SparkSession,
     settings: Settings,
-    table: SourceTable,
+    group: QueryGroup,
     tables: dict[str, out.Table],
     contract: Any | None,
     hooks: tuple[BatchHook, ...] = (),
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
     stages: tuple[BatchStage, ...] = (),
-) -> RunningSource:
-    """Start the streaming query of one source."""
-    checkpoint = checkpoint_for(settings, table.settings)
+) -> RunningQuery:
+    """Start the streaming query of one group of sources."""
     ctx = BatchContext(
-        source=table.settings.source_name,
-        app_id=out.checkpoint_app_id(checkpoint),
+        source=group.name,
+        app_id=out.checkpoint_app_id(group.checkpoint),
         requests=tables["requests"],
         quarantine=tables["quarantine"],
         contract=contract,
         hooks=hooks,
         stages=stages,
-        token_events=tables.get("token_events"),
-        safety_events=tables.get("safety_events"),
         on_metrics=on_metrics,
+        source_names=group.source_names,
     )
     writer = (
-        read_change_feed(spark, table)
-        .writeStream.queryName(f"gatewatch-{table.settings.source_name}")
-        .option("checkpointLocation", checkpoint)
+        read_change_feeds(spark, group)
+        .writeStream.queryName(f"gatewatch-{group.name}")
+        .option("checkpointLocation", group.checkpoint)
         .foreachBatch(functools.partial(_run_batch, ctx))
     )
     if settings.trigger.mode == "available_now":
@@ -110,20 +153,27 @@ def start_query(
     try:
         query = writer.start()
     except Exception as err:  # noqa: BLE001 - translated into a named error
-        raise explain(err, table.name, checkpoint) from None
-    log.info("query_started", source=table.name, kind=table.kind, checkpoint=checkpoint, query_id=str(query.id))
-    return RunningSource(table=table, checkpoint=checkpoint, query=query)
+        raise explain(err, _label(group), group.checkpoint, group.indexes[0]) from None
+    for table in group.tables:
+        log.info("query_started", source=table.name, kind=table.kind, query=group.name, checkpoint=group.checkpoint,
+                 query_id=str(query.id))
+    return RunningQuery(group=group, query=query)
 
 
-def _restartable(rs: RunningSource) -> bool:
+def _label(group: QueryGroup) -> str:
+    """How an error names a query's source: the table, or the group of several."""
+    return group.tables[0].name if len(group.tables) == 1 else group.name
+
+
+def _restartable(rq: RunningQuery) -> bool:
     """Whether a query stopped by a source schema change may restart.
 
     It may, unless it restarted ``MAX_SCHEMA_RESTARTS`` times in a row
     without reading a row (the schema change then is not one it can follow).
     """
-    if any((p.get("numInputRows") or 0) > 0 for p in rs.query.recentProgress):
-        rs.restarts = 0
-    return rs.restarts < MAX_SCHEMA_RESTARTS
+    if any((p.get("numInputRows") or 0) > 0 for p in rq.query.recentProgress):
+        rq.restarts = 0
+    return rq.restarts < MAX_SCHEMA_RESTARTS
 
 
 def _run_batch(ctx: BatchContext, batch, batch_id: int) -> None:
@@ -133,12 +183,15 @@ def _run_batch(ctx: BatchContext, batch, batch_id: int) -> None:
 class Job:
     """All the queries of one gatewatch run.
 
-    With alerting enabled and rules configured, the job also builds an
-    ``Alerting`` (rules checked, alert tables created, state loaded), a
-    stage of every batch (it evaluates and sends before the batch's writes),
-    and starts its delivery with the queries. ``sinks`` replaces the sinks
-    built from ``settings.sinks`` (the demo prints to its own stream). An ``Observer`` logs a ``progress``
-    line per batch and keeps ``<checkpoint_root>/_status.json``.
+    One query per group of sources (``source.query_groups``: every
+    ungrouped source in one), and one that keeps the event tables up with
+    requests. With alerting enabled and rules configured, the job also
+    builds an ``Alerting`` (rules checked, alert tables created, state
+    loaded), a stage of every batch (it evaluates and sends before the
+    batch's writes), and starts its delivery with the queries. ``sinks``
+    replaces the sinks built from ``settings.sinks`` (the demo prints to its
+    own stream). An ``Observer`` logs a ``progress`` line per source and batch
+    and keeps ``<checkpoint_root>/_status.json``.
     """
 
     def __init__(
@@ -153,6 +206,8 @@ class Job:
         self.settings = settings
         self.hooks = hooks
         self.sources = [check_source(spark, s) for s in settings.sources]
+        self.groups = query_groups(self.sources, settings.checkpoint_root)
+        check_layout(self.groups, settings.checkpoint_root)
         self.observer = Observer(settings.checkpoint_root, self.sources, functools.partial(latest_commit, spark))
         self.on_metrics = self._metrics_to(on_metrics)
         self.listener: ProgressListener | None = None
@@ -168,11 +223,18 @@ class Job:
             ensure_alert_tables(spark, settings, self.tables)
             self.alerting = Alerting(spark, settings, self.tables, sinks=sinks)
             self.stages = (self.alerting,)
-        self.running: list[RunningSource] = []
+        self.events_start = starting_version(spark, settings, self.tables)
+        self.running: list[RunningQuery] = []
+        self.events: StreamingQuery | None = None
         self.failures: dict[str, GatewatchError] = {}
 
+    @property
+    def available_now(self) -> bool:
+        """True when the run drains what is there and exits."""
+        return self.settings.trigger.mode == "available_now"
+
     def start(self) -> Job:
-        """Start one query per source (and the alert delivery, which first sends what is pending)."""
+        """Start one query per group of sources (and the alert delivery, which first sends what is pending)."""
         if self.alerting is not None:
             self.alerting.start()
         self.observer.write()
@@ -182,17 +244,21 @@ class Job:
         except Exception as err:  # noqa: BLE001 - without a listener the status still follows each batch
             log.warning("progress_listener_unavailable", error=str(err).splitlines()[0][:200])
             self.listener = None
-        for t in self.sources:
+        if not self.available_now:
+            self.events = start_events_query(self.spark, self.settings, self.tables, available_now=False,
+                                             start=self.events_start)
+        for group in self.groups:
             try:
-                rs = start_query(self.spark, self.settings, t, self.tables, self.contract, self.hooks,
+                rq = start_query(self.spark, self.settings, group, self.tables, self.contract, self.hooks,
                                  self.on_metrics, self.stages)
             except Exception as err:
                 self._close_listener()
-                if isinstance(err, CheckpointCorruptError):
-                    raise self._with_resume(err, t) from None
+                self._stop_events()
+                if isinstance(err, (CheckpointCorruptError, SourcesChangedError)):
+                    raise self._with_resume(err, group) from None
                 raise
-            self.running.append(rs)
-            self.observer.attach(t.settings.source_name, rs.query)
+            self.running.append(rq)
+            self.observer.attach([t.settings.source_name for t in group.tables], rq.query)
         return self
 
     def _metrics_to(self, on_metrics: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
@@ -203,85 +269,121 @@ class Job:
 
         return both
 
-    def _restart(self, rs: RunningSource) -> None:
+    def _restart(self, rq: RunningQuery) -> None:
         fresh = start_query(
-            self.spark, self.settings, rs.table, self.tables, self.contract, self.hooks, self.on_metrics, self.stages
+            self.spark, self.settings, rq.group, self.tables, self.contract, self.hooks, self.on_metrics, self.stages
         )
-        rs.query, rs.restarts = fresh.query, rs.restarts + 1
-        self.observer.attach(rs.table.settings.source_name, rs.query, restarts=rs.restarts)
+        rq.query, rq.restarts = fresh.query, rq.restarts + 1
+        self.observer.attach([t.settings.source_name for t in rq.group.tables], rq.query, restarts=rq.restarts)
 
-    def _explain(self, err: BaseException, rs: RunningSource) -> GatewatchError:
+    def _explain(self, err: BaseException, rq: RunningQuery) -> GatewatchError:
         """The named error of a failed query: a damaged checkpoint with where to resume, a vanished source."""
-        failure = explain(err, rs.table.name, rs.checkpoint, self.sources.index(rs.table))
-        if isinstance(failure, CheckpointCorruptError):
-            return self._with_resume(failure, rs.table)
+        group = rq.group
+        failure = explain(err, _label(group), group.checkpoint, group.indexes[0])
+        if isinstance(failure, SourceReplacedError) and len(group.tables) > 1:
+            replaced = replaced_source(self.spark, group)
+            failure = SourcesChangedError(
+                group.name, group.checkpoint,
+                f"source '{group.tables[replaced].name if replaced is not None else '?'}' was dropped and recreated")
+        if isinstance(failure, (CheckpointCorruptError, SourcesChangedError)):
+            return self._with_resume(failure, group)
         if isinstance(failure, StreamFailedError):
-            try:
-                check_source(self.spark, rs.table.settings)
-            except GatewatchError as gone:
-                return gone
-            except Exception:  # noqa: BLE001 - the original failure says more
-                pass
+            for table in group.tables:
+                try:
+                    check_source(self.spark, table.settings)
+                except GatewatchError as gone:
+                    return gone
+                except Exception:  # noqa: BLE001 - the original failure says more
+                    pass
         return failure
 
-    def _with_resume(self, err: CheckpointCorruptError, table: SourceTable) -> CheckpointCorruptError:
-        """``err`` naming the first source version not yet in the outputs (``latest`` when that is still to come)."""
-        try:
-            version: int | str | None
-            version, partial = resume_version(self.spark, self.tables, table)
-            newest = latest_commit(self.spark, table)
-            if version is not None and newest is not None and version > newest[0]:
-                version = "latest"
-        except Exception:  # noqa: BLE001 - the message then says what to look for
-            version, partial = None, False
-        return CheckpointCorruptError(err.checkpoint, err.detail, self.sources.index(table), version, partial)
+    def _with_resume(self, err: GatewatchError, group: QueryGroup) -> GatewatchError:
+        """``err`` naming where each source of the query resumes on a new checkpoint (``latest`` when still to come)."""
+        resumes = []
+        for index, table in zip(group.indexes, group.tables):
+            try:
+                version: int | str | None
+                version, partial = resume_version(self.spark, self.tables, table)
+                newest = latest_commit(self.spark, table)
+                if version is not None and newest is not None and version > newest[0]:
+                    version = "latest"
+                if version is None and table.settings.starting_version != "earliest":
+                    version = table.settings.starting_version
+            except Exception:  # noqa: BLE001 - the message then says what to look for
+                version, partial = None, False
+            resumes.append((index, version, partial))
+        if isinstance(err, SourcesChangedError):
+            detail = str(err).split(" (", 1)[1].split(").", 1)[0] if " (" in str(err) else "its sources changed"
+            return SourcesChangedError(err.query, err.checkpoint, detail, tuple(resumes))
+        assert isinstance(err, CheckpointCorruptError)
+        first, *more = resumes
+        return CheckpointCorruptError(err.checkpoint, err.detail, first[0], first[1], first[2], tuple(more))
 
     def wait(self, poll_s: float = 1.0) -> None:
         """Wait until every query has ended; restart a query whose source gained a column.
 
-        A failed query is logged with its source and the others go on. Once
-        none is left running, the first failure is raised (exit code 1).
+        A failed query is logged with its sources and the others go on. Once
+        none is left running (with ``available_now``, the events query then
+        brings the event tables up to date), the first failure is raised
+        (exit code 1).
         """
         pending = list(self.running)
         try:
             self._wait(pending, poll_s)
+            if self.available_now and not self.failures:
+                self.events = start_events_query(self.spark, self.settings, self.tables, available_now=True,
+                                                 start=self.events_start)
+                self.events.awaitTermination()
         finally:
-            if not any(rs.query.isActive for rs in self.running):
+            if not any(rq.query.isActive for rq in self.running):
+                self._stop_events()
                 self._close_listener()
                 if self.alerting is not None:
                     self.alerting.close()
         if self.failures:
             raise next(iter(self.failures.values()))
 
-    def _wait(self, pending: list[RunningSource], poll_s: float) -> None:
+    def _wait(self, pending: list[RunningQuery], poll_s: float) -> None:
         while pending:
-            for rs in list(pending):
+            for rq in list(pending):
+                names = [t.settings.source_name for t in rq.group.tables]
                 try:
-                    finished = rs.query.awaitTermination(poll_s)
+                    finished = rq.query.awaitTermination(poll_s)
                 except Exception as err:  # noqa: BLE001 - the query failed
-                    if any(k in str(err) for k in SCHEMA_CHANGED) and _restartable(rs):
-                        log.warning("source_schema_changed_restarting", source=rs.table.name)
-                        self._restart(rs)
+                    if any(k in str(err) for k in SCHEMA_CHANGED) and _restartable(rq):
+                        log.warning("source_schema_changed_restarting", source=_label(rq.group), query=rq.group.name)
+                        self._restart(rq)
                         continue
-                    failure = self._explain(err, rs)
-                    log.error("query_failed", source=rs.table.name, error=str(failure))
-                    self.failures[rs.table.name] = failure
-                    self.observer.finish(rs.table.settings.source_name, "failed", str(failure), rs.query)
-                    pending.remove(rs)
+                    failure = self._explain(err, rq)
+                    log.error("query_failed", source=_label(rq.group), query=rq.group.name, error=str(failure))
+                    self.failures[rq.group.name] = failure
+                    self.observer.finish(names, "failed", str(failure), rq.query)
+                    pending.remove(rq)
                     continue
                 if finished:
-                    self.observer.finish(rs.table.settings.source_name, "stopped", query=rs.query)
-                    pending.remove(rs)
+                    self.observer.finish(names, "stopped", query=rq.query)
+                    pending.remove(rq)
+
+    def flush_events(self) -> None:
+        """Bring the event tables up to what requests hold now (tests and the demo; a running job does it on its cadence)."""
+        if self.events is not None and self.events.isActive:
+            self.events.processAllAvailable()
 
     def stop(self) -> None:
         """Stop every query (the current micro-batch completes first)."""
-        for rs in self.running:
-            if rs.query.isActive:
-                rs.query.stop()
-                self.observer.finish(rs.table.settings.source_name, "stopped", query=rs.query)
+        for rq in self.running:
+            if rq.query.isActive:
+                rq.query.stop()
+                self.observer.finish([t.settings.source_name for t in rq.group.tables], "stopped", query=rq.query)
+        self._stop_events()
         self._close_listener()
         if self.alerting is not None:
             self.alerting.close()
+
+    def _stop_events(self) -> None:
+        events, self.events = self.events, None
+        if events is not None and events.isActive:
+            events.stop()
 
     def _close_listener(self) -> None:
         listener, self.listener = self.listener, None

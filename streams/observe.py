@@ -87,17 +87,33 @@ def lag(processed: int | None, latest: Commit | None, seen: Mapping[int, datetim
             "latest_version": version, "latest_commit_at": _iso(at)}
 
 
-def progress_fields(progress: Mapping[str, Any]) -> dict[str, Any]:
-    """The figures of one ``StreamingQueryProgress`` (as its JSON dict) that the ``progress`` line carries."""
+def progress_fields(progress: Mapping[str, Any], index: int = 0) -> dict[str, Any]:
+    """The figures of one ``StreamingQueryProgress`` (as its JSON dict) that the ``progress`` line carries.
+
+    ``index`` picks the query's source (a query may read several): its
+    rows and the newest version it has read entirely.
+    """
     sources = progress.get("sources") or [{}]
-    return {
+    source = sources[index] if index < len(sources) else {}
+    fields = {
         "query_id": str(progress.get("id")),
         "batch_id": progress.get("batchId"),
-        "input_rows": progress.get("numInputRows"),
+        "input_rows": progress.get("numInputRows") if len(sources) < 2 else source.get("numInputRows"),
         "processed_rows_per_s": round(float(progress.get("processedRowsPerSecond") or 0.0), 3),
         "batch_duration_ms": progress.get("batchDuration"),
-        "processed_version": processed_version(sources[0].get("endOffset")),
+        "processed_version": processed_version(source.get("endOffset")),
     }
+    if source.get("latestOffset"):
+        fields["latest_version"] = processed_version(source.get("latestOffset"))
+    return fields
+
+
+def source_index(progress: Mapping[str, Any], table: str, position: int) -> int:
+    """Which of a progress's sources reads ``table``: the one whose description names it, else ``position``."""
+    for i, source in enumerate(progress.get("sources") or []):
+        if table.rstrip("/") and table.rstrip("/") in str(source.get("description", "")):
+            return i
+    return position
 
 
 def latest_commit(spark: Any, table: Any) -> Commit | None:
@@ -141,7 +157,7 @@ class Observer:
         self._tables = {t.settings.source_name: t for t in sources}
         self._latest, self._clock = latest, clock
         self._lock = threading.Condition()
-        self._queries: dict[str, str] = {}
+        self._queries: dict[str, list[str]] = {}
         self._seen: dict[str, dict[int, datetime]] = {name: {} for name in self._tables}
         self._batches: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in self._tables}
         self.progress: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in self._tables}
@@ -156,48 +172,79 @@ class Observer:
                         for name, t in self._tables.items()},
         }
 
-    def attach(self, source: str, query: Any, restarts: int = 0) -> None:
-        """A query of ``source`` (re)started: it is running."""
+    def attach(self, sources: str | list[str], query: Any, restarts: int = 0) -> None:
+        """The query of ``sources`` (re)started: they are running."""
+        names = [sources] if isinstance(sources, str) else list(sources)
         with self._lock:
-            self._queries[str(query.id)] = source
-            self._update(source, state="running", error=None, query_id=str(query.id), restarts=restarts)
+            self._queries[str(query.id)] = names
+            for source in names:
+                self._update(source, state="running", error=None, query_id=str(query.id), restarts=restarts)
 
     def on_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Keep a batch's metrics (from the batch handler) for its source's status and next progress line."""
-        source = metrics.get("source")
+        """Keep a batch's metrics (from the batch handler) for its sources' status and next progress lines.
+
+        The metrics of a query of several sources carry each one's own
+        figures under ``sources``; each source keeps the batch's with its own.
+        """
+        per_source = metrics.get("sources") or {metrics.get("source"): {}}
+        shared = {k: v for k, v in metrics.items() if k != "sources"}
         with self._lock:
-            if source in self._tables:
+            for source, own in per_source.items():
+                if source not in self._tables:
+                    continue
+                mine = {**shared, **own, "source": source}
                 batches = self._batches[source]
-                batches[metrics.get("batch_id")] = dict(metrics)
+                batches[metrics.get("batch_id")] = mine
                 for old in sorted(batches)[:-KEPT_PROGRESS]:
                     del batches[old]
-                self._update(source, last_batch_id=metrics.get("batch_id"), last_batch=dict(metrics))
+                self._update(source, last_batch_id=metrics.get("batch_id"), last_batch=mine)
 
     def on_progress(self, progress: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Log one ``progress`` line for a batch of one of the job's queries and keep its figures."""
+        """Log one ``progress`` line per source of a batch of one of the job's queries and keep its figures.
+
+        Returns the line of the query's first source (None when the batch was reported already).
+        """
         with self._lock:
-            source = self._queries.get(str(progress.get("id")))
+            sources = self._queries.get(str(progress.get("id")), [])
             batch_id = progress.get("batchId")
-            reported = self.progress.get(source)
-            if source is None or batch_id is None or (reported and batch_id <= max(reported)):
-                return None
-            reported[batch_id] = {}
-        fields = progress_fields(progress)
-        try:
-            latest = self._latest(self._tables[source])
-        except Exception as err:  # noqa: BLE001 - a lag that cannot be read is reported as unknown
-            log.debug("latest_commit_unreadable", source=source, error=error_summary(err, 200))
-            latest = None
+            fresh = []
+            for source in sources:
+                reported = self.progress.get(source)
+                if batch_id is None or reported is None or (reported and batch_id <= max(reported)):
+                    continue
+                reported[batch_id] = {}
+                fresh.append(source)
+        lines = [self._source_progress(progress, source, sources.index(source)) for source in fresh]
+        return lines[0] if lines else None
+
+    def _source_progress(self, progress: Mapping[str, Any], source: str, position: int) -> dict[str, Any]:
+        table = self._tables[source]
+        fields = progress_fields(progress, source_index(progress, table.name, position))
+        batch_id = progress.get("batchId")
+        latest: Commit | None = None
+        caught_up = fields.get("latest_version") is not None and fields["latest_version"] == fields["processed_version"]
+        if not caught_up:  # the table's history says how long the oldest unread commit has waited
+            try:
+                latest = self._latest(table)
+            except Exception as err:  # noqa: BLE001 - a lag that cannot be read is reported as unknown
+                log.debug("latest_commit_unreadable", source=source, error=error_summary(err, 200))
         with self._lock:
             seen = self._seen[source]
             if latest is not None:
                 seen[latest[0]] = latest[1]
                 for old in sorted(seen)[:-SEEN_VERSIONS]:
                     del seen[old]
-            behind = lag(fields.pop("processed_version"), latest, seen, self._clock())
+            latest_version = fields.pop("latest_version", None)
+            processed = fields.pop("processed_version")
+            if caught_up:
+                behind = {"versions": 0, "seconds": 0.0, "processed_version": processed,
+                          "latest_version": latest_version, "latest_commit_at": _iso(seen.get(latest_version))}
+            else:
+                behind = lag(processed, latest, seen, self._clock())
             fields = {"source": source, **fields, "lag_versions": behind["versions"], "lag_s": behind["seconds"]}
             batch = self._batches[source].get(batch_id, {})
             fields.update({k: v for k, v in batch.items() if k not in fields})
+            reported = self.progress[source]
             reported[batch_id] = fields
             for old in sorted(reported)[:-KEPT_PROGRESS]:
                 del reported[old]
@@ -208,13 +255,14 @@ class Observer:
         log.info("progress", **fields)
         return fields
 
-    def finish(self, source: str, state: str, error: str | None = None, query: Any = None) -> None:
-        """A query of ``source`` ended (``stopped`` or ``failed``); its last progress is taken if still pending."""
+    def finish(self, sources: str | list[str], state: str, error: str | None = None, query: Any = None) -> None:
+        """The query of ``sources`` ended (``stopped`` or ``failed``); its last progress is taken if still pending."""
         last = getattr(query, "lastProgress", None) if query is not None else None
         if last:
             self.on_progress(last)
         with self._lock:
-            self._update(source, state=state, error=error)
+            for source in [sources] if isinstance(sources, str) else sources:
+                self._update(source, state=state, error=error)
 
     def wait_for(self, source: str, batch_id: int, timeout: float) -> dict[str, Any] | None:
         """The ``progress`` line of batch ``batch_id`` of ``source`` once reported (None after ``timeout`` s)."""

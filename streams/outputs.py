@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,11 @@ class Table:
     def read(self, spark: SparkSession) -> DataFrame:
         """The table as a batch DataFrame."""
         return spark.read.format("delta").load(self.ref) if self.is_path else spark.table(self.ref)
+
+    @property
+    def sql_name(self) -> str:
+        """The table in SQL: ``delta.`/path``` or its catalog name."""
+        return f"delta.`{self.ref}`" if self.is_path else self.ref
 
     def delta(self, spark: SparkSession):
         """The ``DeltaTable`` handle."""
@@ -72,17 +77,40 @@ def check_catalog(spark: SparkSession, name: str, what: str) -> None:
         raise UnknownCatalogError(what, name, catalog)
 
 
-def ensure_table(spark: SparkSession, target: Table, schema: StructType) -> None:
-    """Create the table empty with ``schema`` if it does not exist yet."""
+def ensure_table(spark: SparkSession, target: Table, schema: StructType,
+                 properties: Mapping[str, str] | None = None) -> None:
+    """Create the table empty with ``schema`` if it does not exist yet; set ``properties`` it lacks.
+
+    ``properties`` (``OutputSettings.table_properties``: auto compaction,
+    checkpoint interval, log and deleted-file retention) are set at creation,
+    and on a table created without them by one ``ALTER TABLE`` at start.
+    """
     from delta.tables import DeltaTable
 
     builder = DeltaTable.createIfNotExists(spark)
     builder = builder.location(target.ref) if target.is_path else builder.tableName(target.ref)
+    for key, value in (properties or {}).items():
+        builder = builder.property(key, value)
     builder.addColumns(schema).execute()
+    if properties:
+        current = target.delta(spark).detail().select("properties").first()["properties"] or {}
+        missing = {k: v for k, v in properties.items() if current.get(k) != v}
+        if missing:
+            pairs = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(missing.items()))
+            spark.sql(f"ALTER TABLE {target.sql_name} SET TBLPROPERTIES ({pairs})")
 
 
-def append(df: DataFrame, target: Table, app_id: str, batch_id: int) -> None:
-    """Append ``df`` once per (app_id, batch_id): a retried batch is skipped by Delta."""
+ROWS_PER_FILE = 200_000
+"""An append of at most this many rows is written as one file (fewer small files to compact)."""
+
+
+def append(df: DataFrame, target: Table, app_id: str, batch_id: int, rows: int | None = None) -> None:
+    """Append ``df`` once per (app_id, batch_id): a retried batch is skipped by Delta.
+
+    ``rows``, when known, lets a small append go out as one file.
+    """
+    if rows is not None and rows <= ROWS_PER_FILE:
+        df = df.coalesce(1)
     writer = (
         df.write.format("delta")
         .mode("append")
@@ -140,5 +168,7 @@ def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, Table]
     if not tables["requests"].is_path:
         check_catalog(spark, tables["requests"].ref, "output table")
     for role, schema in schemas.items():
-        ensure_table(spark, tables[role], schema)
+        # requests keeps a change feed: the events query derives the event tables from it (streams.events)
+        extra = {"delta.enableChangeDataFeed": "true"} if role == "requests" else {}
+        ensure_table(spark, tables[role], schema, {**o.table_properties(), **extra})
     return tables

@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from gatewatch.streams import outputs as out
-from gatewatch.streams.source import SourceTable
+from gatewatch.streams.source import QueryGroup, SourceTable
 from gatewatch.transforms.pipeline import PROCESSED_CHANGE_TYPES
 
 
@@ -87,3 +87,34 @@ def resume_version(spark: SparkSession, tables: dict[str, out.Table], table: Sou
     expected = (feed.where(F.col("_change_type").isin(*PROCESSED_CHANGE_TYPES))
                 .select("databricks_request_id").distinct().count())
     return (newest + 1, False) if written >= expected else (newest, True)
+
+
+def offsets_of(checkpoint: str) -> list[dict] | None:
+    """Each source's offset in the newest readable ``offsets`` file of a checkpoint, in the query's source order."""
+    folder = Path(checkpoint.removeprefix("file:")) / "offsets"
+    if not folder.is_dir():
+        return None
+    for batch in sorted((int(f.name) for f in folder.iterdir() if f.name.isdigit()), reverse=True):
+        lines = (folder / str(batch)).read_text().splitlines()
+        try:
+            return [json.loads(line) if line.strip() not in ("", "-") else {} for line in lines[2:]]
+        except ValueError:
+            continue
+    return None
+
+
+def replaced_source(spark: SparkSession, group: QueryGroup) -> int | None:
+    """The position in ``group`` of the source whose table is not the one its checkpoint read (dropped and recreated)."""
+    from delta.tables import DeltaTable
+
+    offsets = offsets_of(group.checkpoint) or []
+    for i, (table, offset) in enumerate(zip(group.tables, offsets)):
+        try:
+            ref = table.settings.table
+            delta = DeltaTable.forPath(spark, ref) if table.is_path else DeltaTable.forName(spark, ref)
+            current = delta.detail().select("id").first()["id"]
+        except Exception:  # noqa: BLE001 - a table that cannot be read is the one that changed
+            return i
+        if offset.get("reservoirId") not in (None, current):
+            return i
+    return None

@@ -9,11 +9,17 @@ columns of ``schemas.CANONICAL_INPUT``, whatever the table's schema:
   ``request_metadata``), renamed onto the same columns.
 
 Any other schema is refused with the missing columns named.
+
+``query_groups`` decides which sources share a streaming query (and so one
+checkpoint and one micro-batch per trigger): those of one ``group``, all
+ungrouped sources together. ``read_change_feeds`` unions their change feeds;
+Spark keeps each source's offsets in the query's checkpoint.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -184,3 +190,58 @@ def read_change_feed(spark: SparkSession, table: SourceTable) -> DataFrame:
         reader = reader.option("maxBytesPerTrigger", s.max_bytes_per_trigger)
     raw = reader.load(s.table) if table.is_path else reader.table(s.table)
     return to_canonical(raw, table.kind, s)
+
+
+DEFAULT_GROUP = "sources"
+"""The query of every source without a ``group``."""
+
+
+@dataclass(frozen=True)
+class QueryGroup:
+    """The sources one streaming query reads, and where its checkpoint lives.
+
+    A group of one ungrouped source keeps the checkpoint it always had,
+    ``<checkpoint_root>/<source name>``; any other group's is
+    ``<checkpoint_root>/<group>``.
+    """
+
+    name: str
+    checkpoint: str
+    tables: tuple[SourceTable, ...]
+    indexes: tuple[int, ...]
+    """Each table's position in ``sources`` (the fixes a user reads name it)."""
+
+    @property
+    def source_names(self) -> dict[str, str]:
+        """The source name of each table, by the ``source_table`` its rows carry."""
+        return {t.name: t.settings.source_name for t in self.tables}
+
+
+def query_groups(tables: list[SourceTable], checkpoint_root: str) -> list[QueryGroup]:
+    """The streaming queries of a job: one per ``group``, the ungrouped sources together, in config order."""
+    members: dict[str, list[int]] = {}
+    for i, t in enumerate(tables):
+        members.setdefault(t.settings.group or DEFAULT_GROUP, []).append(i)
+    root = checkpoint_root.rstrip("/")
+    groups = []
+    for name, indexes in members.items():
+        mine = tuple(tables[i] for i in indexes)
+        if name == DEFAULT_GROUP and len(mine) == 1:
+            name = mine[0].settings.source_name
+        groups.append(QueryGroup(name=name, checkpoint=f"{root}/{name}", tables=mine, indexes=tuple(indexes)))
+    return groups
+
+
+def has_offsets(checkpoint: str) -> bool:
+    """True when ``checkpoint`` is a local folder holding a query's offsets."""
+    folder = Path(checkpoint.removeprefix("file:")) / "offsets"
+    return folder.is_dir() and any(f.name.isdigit() for f in folder.iterdir())
+
+
+def read_change_feeds(spark: SparkSession, group: QueryGroup) -> DataFrame:
+    """The change feeds of a group's tables as one streaming DataFrame of canonical rows (``source_table`` tells them apart)."""
+    feeds = [read_change_feed(spark, t) for t in group.tables]
+    union = feeds[0]
+    for feed in feeds[1:]:
+        union = union.unionByName(feed)
+    return union

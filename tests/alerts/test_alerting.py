@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from gatewatch.errors import ConfigError
 from gatewatch.settings import Settings
 from gatewatch.traffic import generate as traffic
+from gatewatch.streams.events import events_context, handle_events_batch
 from gatewatch.streams.batch import BatchContext, handle_batch
 from gatewatch.streams.config import read_rules
 from gatewatch.streams.job import Job
@@ -124,7 +125,7 @@ def spike(seed: int, minutes: float, n: int = 60) -> list:
 
 class TestEvents:
     def test_token_and_safety_events_of_known_rows(self, spark, tmp_path):
-        """Each request with tokens gives one token event with its counts; each filtered category one safety event; a replayed batch adds none."""
+        """Each request with tokens gives one token event with its counts; each filtered category one safety event; a replayed events batch adds none."""
         traffic.create_inference_table(spark, str(tmp_path / "chat"))
         rows = calm(1, 0) + spike(2, 1, n=40)
         commit(spark, tmp_path, rows)
@@ -135,10 +136,14 @@ class TestEvents:
             .load(str(tmp_path / "chat")).transform(lambda df: to_canonical(df, source.kind, source.settings))
         )
         ctx = BatchContext(source="chat", app_id="events-test", requests=job.tables["requests"],
-                           quarantine=job.tables["quarantine"], contract=job.contract,
-                           token_events=job.tables["token_events"], safety_events=job.tables["safety_events"])
+                           quarantine=job.tables["quarantine"], contract=job.contract)
         metrics = handle_batch(ctx, batch, 0)
         handle_batch(ctx, batch, 0)
+        changes = (spark.read.format("delta").option("readChangeFeed", "true")
+                   .option("startingVersion", job.events_start).load(job.tables["requests"].ref))
+        events = events_context(job.settings, job.tables)
+        handle_events_batch(events, changes, 0)
+        handle_events_batch(events, changes, 0)
 
         truth = {g.row["databricks_request_id"]: g.truth for g in rows}
         tokens = {r["databricks_request_id"]: r for r in table(spark, tmp_path, "token_usage_events").collect()}

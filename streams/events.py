@@ -1,0 +1,142 @@
+"""The token-usage and safety event tables, kept up with requests by a query of their own.
+
+A micro-batch writes requests (and quarantine) only; the events are derived
+from requests (``transforms.events``) by one more streaming query of the job,
+which reads the requests table's change feed every ``output.events_interval``
+(one commit per event table per interval instead of two per micro-batch).
+Inserted requests are appended to the event tables once per (app id, batch
+id); requests updated by a MERGE (their source rows were updated) replace
+their events by MERGE under the same guard. With ``available_now`` the job
+runs this query once its source queries have ended, so the events hold every
+request when the run exits.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from gatewatch.schemas import REQUEST_COLUMNS
+from gatewatch.settings import Settings
+from gatewatch.streams import outputs as out
+from gatewatch.streams.source import has_offsets
+from gatewatch.transforms.events import safety_events, token_events
+
+log = structlog.get_logger("gatewatch.events")
+
+QUERY = "_events"
+"""The events query's name under the checkpoint root."""
+
+CDF = {"delta.enableChangeDataFeed": "true"}
+"""The property the requests table needs for the events query to read its changes."""
+
+
+@dataclass(frozen=True)
+class EventsContext:
+    """Where the events query writes."""
+
+    app_id: str
+    token_events: out.Table
+    safety_events: out.Table
+
+
+def checkpoint(settings: Settings) -> str:
+    """The events query's checkpoint: ``<checkpoint_root>/_events``."""
+    return f"{settings.checkpoint_root.rstrip('/')}/{QUERY}"
+
+
+def handle_events_batch(ctx: EventsContext, batch: DataFrame, batch_id: int) -> dict[str, Any]:
+    """Write the events of one batch of the requests change feed, once.
+
+    Inserted requests append their events; updated ones (``update_postimage``)
+    replace theirs by MERGE: token events by request id, safety events by
+    request id, stage and category.
+    """
+    started = time.monotonic()
+    batch = batch.persist()
+    try:
+        return _write_events(ctx, batch, batch_id, started)
+    finally:
+        batch.unpersist()
+
+
+def _write_events(ctx: EventsContext, batch: DataFrame, batch_id: int, started: float) -> dict[str, Any]:
+    spark = batch.sparkSession
+    changes = batch.groupBy("_change_type").count().collect()
+    counts = {r["_change_type"]: r["count"] for r in changes}
+    rows = batch.where(F.col("_change_type").isin("insert", "update_postimage")).select(*REQUEST_COLUMNS)
+    tokens, safety = rows.transform(token_events), rows.transform(safety_events)
+    if counts.get("update_postimage"):
+        with out.idempotent_dml(spark, ctx.app_id, batch_id):
+            _merge(spark, ctx.token_events, tokens, ("databricks_request_id",))
+            _merge(spark, ctx.safety_events, safety.dropDuplicates(["databricks_request_id", "stage", "category"]),
+                   ("databricks_request_id", "stage", "category"))
+    elif counts.get("insert"):
+        out.append(tokens, ctx.token_events, ctx.app_id, batch_id, counts["insert"])
+        out.append(safety, ctx.safety_events, ctx.app_id, batch_id, counts["insert"])
+    metrics = {"batch_id": batch_id, "requests": counts.get("insert", 0) + counts.get("update_postimage", 0),
+               "duration_s": round(time.monotonic() - started, 3)}
+    log.info("events_batch", **metrics)
+    return metrics
+
+
+def _merge(spark: SparkSession, table: out.Table, rows: DataFrame, keys: tuple[str, ...]) -> None:
+    (
+        table.delta(spark).alias("t")
+        .merge(rows.alias("s"), " AND ".join(f"t.{k} <=> s.{k}" for k in keys))
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def _run(ctx: EventsContext, batch: DataFrame, batch_id: int) -> None:
+    handle_events_batch(ctx, batch, batch_id)
+
+
+def starting_version(spark: SparkSession, settings: Settings, tables: dict[str, out.Table]) -> int | None:
+    """Where a new events checkpoint starts: the requests table's version now (None: the checkpoint decides).
+
+    Taken when the job starts, before its queries write: the requests
+    written before hold their events already, those written after are read.
+    """
+    if has_offsets(checkpoint(settings)):
+        return None
+    return int(tables["requests"].delta(spark).history(1).select("version").first()[0])
+
+
+def events_context(settings: Settings, tables: dict[str, out.Table]) -> EventsContext:
+    """Where the events query writes, with the app id kept in its checkpoint."""
+    return EventsContext(app_id=out.checkpoint_app_id(checkpoint(settings)), token_events=tables["token_events"],
+                         safety_events=tables["safety_events"])
+
+
+def start_events_query(spark: SparkSession, settings: Settings, tables: dict[str, out.Table], *,
+                       available_now: bool, start: int | None) -> StreamingQuery:
+    """Start the query that derives the event tables from the requests table's change feed.
+
+    ``start`` is ``starting_version``'s answer, taken when the job started.
+    """
+    where = checkpoint(settings)
+    requests = tables["requests"]
+    reader = spark.readStream.format("delta").option("readChangeFeed", "true")
+    if start is not None:
+        reader = reader.option("startingVersion", str(start))
+    feed = reader.load(requests.ref) if requests.is_path else reader.table(requests.ref)
+    ctx = events_context(settings, tables)
+    writer = (feed.writeStream.queryName("gatewatch-events").option("checkpointLocation", where)
+              .foreachBatch(functools.partial(_run, ctx)))
+    if available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=settings.output.events_interval)
+    query = writer.start()
+    log.info("events_query_started", checkpoint=where, interval=None if available_now else settings.output.events_interval)
+    return query
