@@ -72,6 +72,7 @@ __all__ = [
     "GeneratedRow",
     "Truth",
     "create_inference_table",
+    "frame",
     "generate",
     "profile_of",
     "spike",
@@ -543,6 +544,21 @@ def _arrow_table(rows: Sequence[Mapping[str, Any]], schema: StructType) -> Any:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+def frame(spark: SparkSession, rows: Iterable[Mapping[str, Any] | GeneratedRow], *, kind: str = "gateway") -> Any:
+    """``rows`` as a DataFrame in the columns of the ``kind`` table (converted as ``write_rows`` does).
+
+    ``rows`` are dicts of the table's columns or ``GeneratedRow``s (or their
+    ``row``), which are converted with ``to_legacy`` / ``to_unity_gateway``.
+    """
+    schema = _schema(kind)
+    plain = [r.row if isinstance(r, GeneratedRow) else r for r in rows]
+    if kind == "legacy" and plain and "request_metadata" not in plain[0]:
+        plain = to_legacy(plain)
+    if kind == "unity_gateway" and plain and "request_id" not in plain[0]:
+        plain = to_unity_gateway(plain)
+    return spark.createDataFrame(_arrow_table(plain, schema), schema=schema)
+
+
 def write_rows(
     spark: SparkSession,
     target: str,
@@ -559,15 +575,11 @@ def write_rows(
     """
     from gatewatch.streams.source import is_path
 
-    schema = _schema(kind)
+    _schema(kind)  # an unknown kind is refused even without rows
     plain = [r.row if isinstance(r, GeneratedRow) else r for r in rows]
     if not plain:
         return
-    if kind == "legacy" and plain and "request_metadata" not in plain[0]:
-        plain = to_legacy(plain)
-    if kind == "unity_gateway" and plain and "request_id" not in plain[0]:
-        plain = to_unity_gateway(plain)
-    df = spark.createDataFrame(_arrow_table(plain, schema), schema=schema)
+    df = frame(spark, plain, kind=kind)
     writer = df.write.format("delta").mode("append")
     if is_path(target):
         writer.save(target)
