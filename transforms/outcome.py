@@ -81,7 +81,7 @@ def _shape(p: Payload) -> str:
         return "none"
     if chunks is not None:
         known = all(
-            _is_chat_frame(c) or _is_agent_frame(c) or _is_responses_event(c) or _is_error_frame(c) for c in chunks
+            _is_chat_frame(c) or _is_responses_event(c) or _is_agent_frame(c) or _is_error_frame(c) for c in chunks
         )
         return "chunks" if chunks and known else "unknown"
     if _is_chat_frame(resp):
@@ -120,9 +120,10 @@ def _finish_reasons(p: Payload) -> list[str]:
     frames = [p.resp, *(p.chunks or ()), *p.trace_outputs]
     reasons = []
     for v in frames:
-        for choice in V.items(v, "choices") or ():
-            reasons.append(V.text(choice, "finish_reason"))
-        if p.guardrail_code is None:  # a ChatAgent or policy response's own; not a guardrail verdict's
+        choices = V.items(v, "choices")
+        if choices is not None:
+            reasons += [V.text(choice, "finish_reason") for choice in choices]
+        elif p.guardrail_code is None:  # a ChatAgent or policy response's own; not a guardrail verdict's
             reasons.append(V.text(v, "finish_reason"))
     return [r for r in reasons if r is not None]
 

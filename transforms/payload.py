@@ -13,8 +13,7 @@ code handled a failure, so each piece is probed in every documented place:
 - the verdict of an AI Gateway guardrail (``input_guardrail`` /
   ``output_guardrail`` entries), in a gateway body's ``message`` or at the
   top of the response;
-- the ``databricks_service_policy`` a Unity AI Gateway response names, at its
-  top or on a streamed chunk.
+- the ``databricks_service_policy`` a Unity AI Gateway response names, at its top.
 
 Pure functions over one row's values; ``transforms.rows`` runs them over
 Arrow batches.
@@ -203,9 +202,9 @@ def _guardrail(p: Payload, verdict: Any) -> bool:
     return seen
 
 
-def _policy(resp: Any, chunks: list | None) -> dict[str, str | None] | None:
-    """The ``databricks_service_policy`` of the response, or of the first chunk that names one."""
-    found = V.obj(resp, _POLICY) or V.first_of(V.obj(c, _POLICY) for c in chunks or ())
+def _policy(resp: Any) -> dict[str, str | None] | None:
+    """The ``databricks_service_policy`` at the top of the response (where the docs put it), or ``None``."""
+    found = V.obj(resp, _POLICY)
     if found is None:
         return None
     return {k: V.text(found, k) for k in _POLICY_FIELDS}
@@ -234,5 +233,5 @@ def read_payloads(request: str | None, response: str | None) -> Payload:
     p.error = _error(p, err, origin)
     if type(resp) is dict and not _guardrail(p, gw_inner):
         _guardrail(p, resp)
-    p.policy = _policy(resp, p.chunks)
+    p.policy = _policy(resp)
     return p
