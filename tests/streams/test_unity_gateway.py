@@ -76,3 +76,19 @@ def test_gatewatch_run_reads_a_unity_gateway_table_once_and_names_its_schema(spa
     blocked_by = {requests[g.row["databricks_request_id"]]["error_type"] for g in r["generated"]
                   if g.truth.blocked_stage is not None and g.row["databricks_request_id"] in requests}
     assert {"guardrail", "service_policy"} <= blocked_by
+
+
+def test_a_table_close_to_the_unity_schema_is_refused_naming_its_missing_columns():
+    """A table with most Unity AI Gateway columns but no ``latency_ms`` is refused naming that column and schema."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    from gatewatch.errors import SourceSchemaError
+    from gatewatch.streams.source import detect_kind
+
+    names = ("request_id", "event_time", "status_code", "request", "response", "requester", "service_name")
+    with pytest.raises(SourceSchemaError) as refused:
+        detect_kind(StructType([StructField(n, StringType()) for n in names]), "main.serving.chat_payload")
+    assert refused.value.missing == ["latency_ms"]
+    assert "Unity AI Gateway inference table" in str(refused.value)
+    extra = StructType([StructField(n, StringType()) for n in (*names, "latency_ms", "usage", "routing")])
+    assert detect_kind(extra, "main.serving.chat_payload") == "unity_gateway"
