@@ -40,6 +40,16 @@ SAFETY_FLAG = StructType(
     ]
 )
 
+SERVICE_POLICY = StructType(
+    [
+        StructField("name", StringType()),
+        StructField("action", StringType()),
+        StructField("phase", StringType()),
+        StructField("reason", StringType()),
+    ]
+)
+"""The Unity AI Gateway service policy a response names (``databricks_service_policy``), as logged."""
+
 CANONICAL_INPUT = StructType(
     [
         StructField("databricks_request_id", StringType()),
@@ -85,6 +95,7 @@ REQUESTS = StructType(
         StructField("blocked", BooleanType()),
         StructField("blocked_stage", StringType()),
         StructField("safety_flags", ArrayType(SAFETY_FLAG)),
+        StructField("service_policy", SERVICE_POLICY),
         StructField("error_type", StringType()),
         StructField("error_code", StringType()),
         StructField("error_message", StringType()),
@@ -112,6 +123,7 @@ PARSED_COLUMNS: tuple[str, ...] = (
     "blocked",
     "blocked_stage",
     "safety_flags",
+    "service_policy",
     "error_type",
     "error_code",
     "error_message",

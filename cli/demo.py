@@ -5,9 +5,10 @@ the AI Gateway schema, one in the legacy payload schema), starts the job on
 both with a one-second trigger, writes generated traffic of every outcome,
 malformed rows among it, in several commits while the queries run, shows
 each micro-batch as it lands, and ends with a summary read back from the
-output tables. Then, with the packaged alert rules on, it writes a
-content-filter spike on chat-prod and calm traffic after it, and prints the
-alert firing and resolving (through the console sink).
+output tables. Then, with the packaged alert rules on, it writes a spike of
+blocks by Databricks' own safety layers (AI Gateway guardrails, Unity AI
+Gateway service policies) on chat-prod and calm traffic after it, and prints
+the alerts firing and resolving (through the console sink).
 """
 
 from __future__ import annotations
@@ -153,7 +154,12 @@ def run_demo(
 
 def _alert_phase(spark: SparkSession, root: Path, job: Any, seed: int, rows: int, inserted: set[str],
                  say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """A content-filter spike on chat-prod, then calm traffic past the window: the alert fires, then resolves."""
+    """A guardrail spike on chat-prod, then calm traffic past the window: its alerts fire, then resolve.
+
+    The spike's blocks are by AI Gateway guardrails and Unity AI Gateway
+    service policies, so ``databricks_safety_spike`` fires (and, blocks being
+    blocks, ``content_filter_spike`` too), once each, and both resolve.
+    """
     from datetime import timedelta
 
     from gatewatch.streams import outputs
@@ -171,9 +177,9 @@ def _alert_phase(spark: SparkSession, root: Path, job: Any, seed: int, rows: int
     chat = next(s for s in DEMO_SOURCES if s.endpoint == SPIKE_ENDPOINT)
     start = traffic.DEFAULT_START
     say()
-    say(f"Alerts: a content-filter spike on {SPIKE_ENDPOINT} ten minutes (event time) after that traffic")
+    say(f"Alerts: a guardrail spike on {SPIKE_ENDPOINT} ten minutes (event time) after that traffic")
     commit({chat: traffic.spike(max(60, rows // 4), endpoint=SPIKE_ENDPOINT, seed=seed * 1000 + 901,
-                                start=start + timedelta(minutes=10))})
+                                start=start + timedelta(minutes=10), layer="databricks")})
     say("Alerts: calm traffic on both endpoints another fifteen minutes later")
     commit({s: traffic.generate(rows, seed=seed * 1000 + 911 + j, endpoints=(s.endpoint,),
                                 start=start + timedelta(minutes=25)) for j, s in enumerate(DEMO_SOURCES)})

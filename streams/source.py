@@ -4,11 +4,19 @@
 and returns its change feed as a streaming DataFrame in the canonical
 columns of ``schemas.CANONICAL_INPUT``, whatever the table's schema:
 
-- the AI Gateway inference table (the main one);
-- the legacy payload table (``date``, ``timestamp_ms``, ``execution_time_ms``,
-  ``request_metadata``), renamed onto the same columns.
+- ``gateway``: the AI Gateway inference table (the main one);
+- ``legacy``: the legacy payload table (``date``, ``timestamp_ms``,
+  ``execution_time_ms``, ``request_metadata``), renamed onto the same columns;
+- ``unity_gateway``: the Unity AI Gateway inference table of a model service
+  (``<service>_payload``: ``request_id``, ``event_time``, ``latency_ms``,
+  ``status_code``, ``request``, ``response``; ``requester``,
+  ``logging_error_codes``, ``client_request_id``, ``sampling_fraction``
+  and ``served_entity_id`` when present), renamed the same way
+  (https://docs.databricks.com/aws/en/ai-gateway/inference-tables).
 
-Any other schema is refused with the missing columns named.
+Columns beyond the required ones are ignored, so a table that gains columns
+still reads. The kind chosen is named in the job's ``query_started`` line.
+Any other schema is refused with the missing columns of the closest kind named.
 
 ``query_groups`` decides which sources share a streaming query (and so one
 checkpoint and one micro-batch per trigger): those of one ``group``, all
@@ -62,13 +70,30 @@ LEGACY_COLUMNS: tuple[str, ...] = (
 )
 """Required in a legacy payload table."""
 
+UNITY_GATEWAY_COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "event_time",
+    "status_code",
+    "latency_ms",
+    "request",
+    "response",
+)
+"""Required in a Unity AI Gateway inference table; ``GATEWAY_OPTIONAL`` and ``client_request_id`` are read when present."""
+
+KINDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "gateway": (GATEWAY_COLUMNS, "AI Gateway inference table"),
+    "unity_gateway": (UNITY_GATEWAY_COLUMNS, "Unity AI Gateway inference table"),
+    "legacy": (LEGACY_COLUMNS, "legacy payload table"),
+}
+"""Each schema kind: its required columns and its name in errors, in the order they are tried."""
+
 
 @dataclass(frozen=True)
 class SourceTable:
     """A checked inference table: where it is and which schema it has."""
 
     settings: SourceSettings
-    kind: str  # "gateway" | "legacy"
+    kind: str  # "gateway" | "unity_gateway" | "legacy"
     is_path: bool
 
     @property
@@ -83,17 +108,18 @@ def is_path(table: str) -> bool:
 
 
 def detect_kind(schema: StructType, source: str) -> str:
-    """``gateway`` or ``legacy`` from the column names, else ``SourceSchemaError``."""
+    """The first kind of ``KINDS`` whose required columns are all there, else ``SourceSchemaError``.
+
+    The error names the kind missing the smallest share of its required columns (the first of a tie)
+    and that kind's missing columns.
+    """
     names = {f.name for f in schema.fields}
-    missing_gateway = [c for c in GATEWAY_COLUMNS if c not in names]
-    if not missing_gateway:
-        return "gateway"
-    missing_legacy = [c for c in LEGACY_COLUMNS if c not in names]
-    if not missing_legacy:
-        return "legacy"
-    if len(missing_legacy) < len(missing_gateway):
-        raise SourceSchemaError(source, missing_legacy, "legacy payload table")
-    raise SourceSchemaError(source, missing_gateway, "AI Gateway inference table")
+    missing = {kind: [c for c in required if c not in names] for kind, (required, _) in KINDS.items()}
+    for kind, absent in missing.items():
+        if not absent:
+            return kind
+    closest = min(missing, key=lambda k: len(missing[k]) / len(KINDS[k][0]))
+    raise SourceSchemaError(source, missing[closest], KINDS[closest][1])
 
 
 def _optional(names: set[str], column: str, type_: str) -> Column:
@@ -101,7 +127,7 @@ def _optional(names: set[str], column: str, type_: str) -> Column:
 
 
 def to_canonical(df: DataFrame, kind: str, source: SourceSettings) -> DataFrame:
-    """Map a change-feed DataFrame of either schema onto CANONICAL_INPUT.
+    """Map a change-feed DataFrame of any of the three schemas onto CANONICAL_INPUT.
 
     Reads: the table's own columns and ``_change_type``, ``_commit_version``,
     ``_commit_timestamp``. Returns exactly the CANONICAL_INPUT columns; the
@@ -121,6 +147,19 @@ def to_canonical(df: DataFrame, kind: str, source: SourceSettings) -> DataFrame:
             "requester": _optional(names, "requester", "string"),
             "endpoint": F.coalesce(meta["endpoint_name"], F.lit(source.endpoint_name)),
             "request_metadata": meta.cast("map<string,string>"),
+        }
+    elif kind == "unity_gateway":
+        mapped = {
+            "databricks_request_id": F.col("request_id").cast("string"),
+            "client_request_id": _optional(names, "client_request_id", "string"),
+            "request_date": F.to_date(F.col("event_time").cast("timestamp")),
+            "request_time": F.col("event_time").cast("timestamp"),
+            "execution_duration_ms": F.col("latency_ms").cast("long"),
+            "served_entity_id": _optional(names, "served_entity_id", "string"),
+            "logging_error_codes": _optional(names, "logging_error_codes", "array<string>"),
+            "requester": _optional(names, "requester", "string"),
+            "endpoint": F.lit(source.endpoint_name),
+            "request_metadata": F.lit(None).cast("map<string,string>"),
         }
     else:
         mapped = {

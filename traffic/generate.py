@@ -16,9 +16,11 @@ The endpoint is not a column of the inference table (the job takes it from
 config), so each row's ``Truth.endpoint`` names the endpoint whose behaviour
 was used for it; ``profile_of`` says which behaviour a name gets.
 
-``to_legacy`` gives the same rows in the legacy payload table schema;
-``create_inference_table`` and ``write_rows`` make and fill a table the way
-Databricks does (change data feed, deletion vectors, row tracking on).
+``to_legacy`` gives the same rows in the legacy payload table schema and
+``to_unity_gateway`` in the Unity AI Gateway inference table schema;
+``create_inference_table`` and ``write_rows`` make and fill a table of any
+of the three the way Databricks does (change data feed, deletion vectors,
+row tracking on).
 
 The shapes themselves live in ``traffic_shapes``, rendered once per process
 as templates (a few variants per shape); a row is a template filled with its
@@ -63,16 +65,19 @@ __all__ = [
     "ENDPOINT_PROFILES",
     "GATEWAY_SCHEMA",
     "LEGACY_SCHEMA",
+    "UNITY_GATEWAY_SCHEMA",
     "MALFORMED",
     "PROFILES",
     "SCENARIOS",
     "GeneratedRow",
     "Truth",
     "create_inference_table",
+    "frame",
     "generate",
     "profile_of",
     "spike",
     "to_legacy",
+    "to_unity_gateway",
     "write_rows",
 ]
 
@@ -115,6 +120,24 @@ LEGACY_SCHEMA = StructType(
 """The legacy payload table. ``logging_error_codes`` is kept (the source adapter
 reads it when present) so a payload too large to log reads the same in both."""
 
+UNITY_GATEWAY_SCHEMA = StructType(
+    [
+        StructField("request_id", StringType()),
+        StructField("event_time", TimestampType()),
+        StructField("status_code", IntegerType()),
+        StructField("latency_ms", LongType()),
+        StructField("request", StringType()),
+        StructField("response", StringType()),
+        StructField("requester", StringType()),
+        StructField("logging_error_codes", ArrayType(StringType())),
+        StructField("service_name", StringType()),
+        StructField("request_tags", MapType(StringType(), StringType())),
+    ]
+)
+"""The Unity AI Gateway inference table of a model service (``<service>_payload``), with
+two columns the source adapter does not read (``service_name``, ``request_tags``): a
+table carrying more columns than the adapter needs still reads."""
+
 
 class Truth(NamedTuple):
     """What a correct parser finds in one generated row."""
@@ -147,18 +170,21 @@ PROFILES: dict[str, dict[str, float]] = {
         "gateway_prompt_filter": 3, "azure_error_body": 1, "stream_prompt_filter": 1,
         "azure_stream_immediate": 1.5, "azure_stream_partial": 2, "gateway_bad_request": 1.5,
         "rate_limited": 3, "server_error": 1.5, "not_logged": 1.5,
+        "guardrail_input_block": 2, "guardrail_output_block": 1, "guardrail_stream_block": 1,
     },
     # A ResponsesAgent (MLflow) wrapping an Azure OpenAI deployment.
     "agent": {
         "agent_ok": 30, "agent_trace_ok": 8, "agent_handled_block": 4, "agent_stream_ok": 15,
         "responses_stream_ok": 12, "responses_stream_immediate": 1.5, "responses_stream_partial": 2.5,
         "responses_stream_failed": 1.5, "gateway_prompt_filter": 1, "rate_limited": 2, "server_error": 2,
-        "not_logged": 1.5,
+        "not_logged": 1.5, "chat_agent_ok": 6, "chat_agent_stream_ok": 4, "agent_bare_ok": 3,
+        "responses_stream_error": 1.5, "policy_pre_call_deny": 1.5, "policy_post_call_deny": 1.5, "policy_allowed": 2,
     },
     # A Databricks foundation model (no provider content filter).
     "foundation": {
         "foundation_chat_ok": 45, "foundation_stream_ok": 35, "aggregated_stream_ok": 1,
         "rate_limited": 6, "server_error": 4, "gateway_bad_request": 3, "not_logged": 2,
+        "embeddings_ok": 5, "completions_ok": 5, "chat_parts_ok": 6, "provider_error": 4, "guardrail_input_block": 1.5,
     },
 }
 ENDPOINT_PROFILES: dict[str, str] = {"chat-prod": "azure_chat", "agent-prod": "agent", "chat-canary": "foundation"}
@@ -168,6 +194,9 @@ _SPIKE: dict[str, dict[str, float]] = {
     "agent": {"agent_handled_block": 5, "gateway_prompt_filter": 3, "responses_stream_partial": 1,
               "responses_stream_immediate": 1},
 }
+_SAFETY_SPIKE: dict[str, float] = {"guardrail_input_block": 5, "guardrail_output_block": 2, "guardrail_stream_block": 1,
+                                   "policy_pre_call_deny": 2, "policy_post_call_deny": 1}
+"""A spike of blocks by Databricks' own safety layers: AI Gateway guardrails and Unity AI Gateway service policies."""
 
 
 def profile_of(endpoint: str) -> str:
@@ -305,6 +334,12 @@ def _emit(rng: random.Random, n: int, endpoints: Sequence[str], pickers: Mapping
             "requester": None if r() < 0.1 else _REQUESTERS[int(r() * len(_REQUESTERS))],
         }
         usage = tpl.usage
+        if tpl.tokens == "zero":
+            tokens: tuple[int | None, ...] = (0, 0, 0)
+        elif tpl.tokens == "input":
+            tokens = (tin, None, tin)
+        else:
+            tokens = (tin, tout, tin + tout) if usage else (None, None, None)
         truth = Truth(
             endpoint=endpoint,
             scenario=name,
@@ -312,9 +347,9 @@ def _emit(rng: random.Random, n: int, endpoints: Sequence[str], pickers: Mapping
             quarantine_reason=scenario.reason,
             is_stream=tpl.is_stream,
             model=tpl.model,
-            input_tokens=tin if usage else None,
-            output_tokens=tout if usage else None,
-            total_tokens=tin + tout if usage else None,
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            total_tokens=tokens[2],
             blocked_stage=tpl.blocked_stage,
             categories=tpl.categories,
         )
@@ -359,19 +394,24 @@ def spike(
     seed: int,
     blocked_fraction: float = 0.8,
     start: datetime = DEFAULT_START,
+    layer: str = "content_filter",
 ) -> list[GeneratedRow]:
-    """A content-filter spike on one endpoint: ``n`` rows over about ``n / 5`` seconds.
+    """A spike of blocked calls on one endpoint: ``n`` rows over about ``n / 5`` seconds.
 
-    About ``blocked_fraction`` of them are blocked (prompt-filter error bodies
+    About ``blocked_fraction`` of them are blocked; the rest is the
+    endpoint's ordinary traffic. No malformed rows. ``layer`` says by what:
+    ``content_filter`` (the provider's filter: prompt-filter error bodies
     mostly, then cut completions and streams; an endpoint whose profile has
-    no provider filter gets the Azure OpenAI ones); the rest is the
-    endpoint's ordinary traffic. No malformed rows.
+    no provider filter gets the Azure OpenAI ones) or ``databricks`` (AI
+    Gateway guardrails, input mostly, and Unity AI Gateway service policies).
     """
     if not 0.0 <= blocked_fraction <= 1.0:
         raise ValueError("blocked_fraction must be between 0 and 1")
+    if layer not in ("content_filter", "databricks"):
+        raise ValueError(f"layer must be 'content_filter' or 'databricks', not {layer!r}")
     profile = profile_of(endpoint)
     normal = {k: v for k, v in PROFILES[profile].items() if SCENARIOS[k].outcome is not None}
-    blocked = _SPIKE.get(profile, _SPIKE["azure_chat"])
+    blocked = _SAFETY_SPIKE if layer == "databricks" else _SPIKE.get(profile, _SPIKE["azure_chat"])
     b_total, n_total = sum(blocked.values()), sum(normal.values())
     weights = {k: blocked_fraction * v / b_total for k, v in blocked.items()}
     for k, v in normal.items():
@@ -415,6 +455,34 @@ def to_legacy(rows: Iterable[Mapping[str, Any] | GeneratedRow]) -> list[dict[str
     return out
 
 
+def to_unity_gateway(rows: Iterable[Mapping[str, Any] | GeneratedRow], *, service: str = "main.serving.chat"
+                     ) -> list[dict[str, Any]]:
+    """The same rows in the Unity AI Gateway inference table schema (``UNITY_GATEWAY_SCHEMA``).
+
+    ``request_id``, ``event_time`` and ``latency_ms`` carry the request id,
+    time and duration; ``service_name`` and ``request_tags`` are filled as a
+    model service would (the adapter does not read them).
+    """
+    out = []
+    for item in rows:
+        row = item.row if isinstance(item, GeneratedRow) else item
+        out.append(
+            {
+                "request_id": row["databricks_request_id"],
+                "event_time": row["request_time"],
+                "status_code": row["status_code"],
+                "latency_ms": row["execution_duration_ms"],
+                "request": row["request"],
+                "response": row["response"],
+                "requester": row["requester"],
+                "logging_error_codes": row["logging_error_codes"],
+                "service_name": service,
+                "request_tags": {"app": "support-bot"} if row.get("client_request_id") else None,
+            }
+        )
+    return out
+
+
 # --------------------------------------------------------------------------- tables
 
 _TABLE_PROPERTIES = {
@@ -429,7 +497,9 @@ def _schema(kind: str) -> StructType:
         return GATEWAY_SCHEMA
     if kind == "legacy":
         return LEGACY_SCHEMA
-    raise ValueError(f"kind must be 'gateway' or 'legacy', not {kind!r}")
+    if kind == "unity_gateway":
+        return UNITY_GATEWAY_SCHEMA
+    raise ValueError(f"kind must be 'gateway', 'legacy' or 'unity_gateway', not {kind!r}")
 
 
 def _identifier(target: str) -> str:
@@ -474,6 +544,21 @@ def _arrow_table(rows: Sequence[Mapping[str, Any]], schema: StructType) -> Any:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+def frame(spark: SparkSession, rows: Iterable[Mapping[str, Any] | GeneratedRow], *, kind: str = "gateway") -> Any:
+    """``rows`` as a DataFrame in the columns of the ``kind`` table (converted as ``write_rows`` does).
+
+    ``rows`` are dicts of the table's columns or ``GeneratedRow``s (or their
+    ``row``), which are converted with ``to_legacy`` / ``to_unity_gateway``.
+    """
+    schema = _schema(kind)
+    plain = [r.row if isinstance(r, GeneratedRow) else r for r in rows]
+    if kind == "legacy" and plain and "request_metadata" not in plain[0]:
+        plain = to_legacy(plain)
+    if kind == "unity_gateway" and plain and "request_id" not in plain[0]:
+        plain = to_unity_gateway(plain)
+    return spark.createDataFrame(_arrow_table(plain, schema), schema=schema)
+
+
 def write_rows(
     spark: SparkSession,
     target: str,
@@ -484,18 +569,17 @@ def write_rows(
     """Append ``rows`` to an inference table in one commit (none when there are no rows).
 
     ``rows`` are dicts of the table's columns (``generate(...)[i].row``, or
-    ``to_legacy`` output for ``kind="legacy"``) or ``GeneratedRow``s. They
-    reach Spark as one Arrow table with the explicit schema.
+    ``to_legacy`` / ``to_unity_gateway`` output for ``kind="legacy"`` /
+    ``"unity_gateway"``) or ``GeneratedRow``s, which are converted to the
+    table's schema. They reach Spark as one Arrow table with the explicit schema.
     """
     from gatewatch.streams.source import is_path
 
-    schema = _schema(kind)
+    _schema(kind)  # an unknown kind is refused even without rows
     plain = [r.row if isinstance(r, GeneratedRow) else r for r in rows]
     if not plain:
         return
-    if kind == "legacy" and plain and "request_metadata" not in plain[0]:
-        plain = to_legacy(plain)
-    df = spark.createDataFrame(_arrow_table(plain, schema), schema=schema)
+    df = frame(spark, plain, kind=kind)
     writer = df.write.format("delta").mode("append")
     if is_path(target):
         writer.save(target)

@@ -3,8 +3,11 @@
 Each scenario of ``SCENARIOS`` builds a request and a response in one of the
 documented formats (chat completions and their streamed chunks, Azure
 OpenAI content filter results and errors, ResponsesAgent responses and
-traces, Responses-API events, AI Gateway error bodies) and says what a
-correct parser finds in it. ``templates(name)`` renders a few variants of a
+traces, Responses-API events, AI Gateway error bodies, AI Gateway guardrail
+verdicts, Unity AI Gateway service-policy denials, MLflow ChatAgent
+responses and chunks, embeddings, legacy completions, chat content as a list
+of parts, provider errors of any provider through the gateway) and says what
+a correct parser finds in it. ``templates(name)`` renders a few variants of a
 scenario once per process; ``streams.traffic`` fills in per-row ids, times
 and token counts.
 """
@@ -69,6 +72,9 @@ class Template:
     codes: tuple[str, ...] = ()
     blocked_stage: str | None = None
     categories: tuple[str, ...] = ()
+    tokens: str = ""
+    """What the row's token columns hold when ``usage`` does not say it all: ``input``
+    (input and total only, an embeddings response) or ``zero`` (a call denied before the model)."""
 
 
 @dataclass(frozen=True)
@@ -642,6 +648,207 @@ def _responses_stream_failed(rng: random.Random) -> Template:
     return _responses_stream(rng, end="failed")
 
 
+# --- Databricks safety layers: AI Gateway guardrails, Unity AI Gateway service policies -----------
+# Guardrails: https://docs.databricks.com/aws/en/ai-gateway/configure-ai-gateway-endpoints (safety
+# categories, PII detection; a blocked call is a 400 whose message is the guardrail's verdict).
+# Service policies: https://docs.databricks.com/aws/en/data-governance/unity-catalog/service-policies/
+# (a denied call is a 200 chat completion, finish_reason content_filter, with databricks_service_policy).
+
+GUARDRAIL_CATEGORIES = (
+    "violent_crimes", "non_violent_crimes", "sex_crimes", "child_exploitation", "specialized_advice", "privacy",
+    "intellectual_property", "indiscriminate_weapons", "hate", "self_harm", "sexual_content",
+)
+POLICY_NAMES = ("main.governance.block_pii", "main.governance.unsafe_content", "main.governance.jailbreak",
+                "main.governance.no_project_codenames")
+
+
+def _guardrail_verdict(rng: random.Random, stage: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A guardrail verdict that blocked at ``stage`` and the categories it names (PII as ``pii``)."""
+    key = "input_guardrail" if stage == "prompt" else "output_guardrail"
+    pii = rng.random() < 0.3
+    hits = () if pii else tuple(sorted({rng.choice(GUARDRAIL_CATEGORIES) for _ in range(rng.choice((1, 1, 2)))}))
+    entry: dict[str, Any] = {"flagged": True, "categories": {c: c in hits for c in GUARDRAIL_CATEGORIES}}
+    if pii or rng.random() < 0.5:
+        entry["pii_detection"] = pii
+    evaluated = rng.randint(120, 900)
+    verdict: dict[str, Any] = {"usage": {"prompt_tokens": evaluated, "completion_tokens": 2, "total_tokens": evaluated + 2},
+                               key: [entry]}
+    if rng.random() < 0.7:
+        verdict["finish_reason"] = f"{key}_triggered"
+    return verdict, (("pii",) if pii else hits)
+
+
+def _guardrail_block(rng: random.Random, *, stage: str, stream: bool) -> Template:
+    verdict, categories = _guardrail_verdict(rng, stage)
+    body = {"error_code": "BAD_REQUEST", "message": json.dumps(verdict, separators=(",", ":"))}
+    prompt = rng.choice(tuple(RISKY.values())) if stage == "prompt" else rng.choice(PROMPTS)
+    req = _chat_request(rng, prompt, stream=stream)
+    return Template(req, _plain(body), None, stream, usage=False, status=400, blocked_stage=stage,
+                    categories=categories)
+
+
+def _guardrail_input_block(rng: random.Random) -> Template:
+    return _guardrail_block(rng, stage="prompt", stream=False)
+
+
+def _guardrail_output_block(rng: random.Random) -> Template:
+    return _guardrail_block(rng, stage="completion", stream=False)
+
+
+def _guardrail_stream_block(rng: random.Random) -> Template:
+    return _guardrail_block(rng, stage="prompt", stream=True)
+
+
+def _policy(name: str, action: str, phase: str, reason: str) -> dict[str, Any]:
+    return {"name": name, "action": action, "phase": phase, "reason": reason}
+
+
+def _policy_deny(rng: random.Random, *, phase: str) -> Template:
+    """A Unity AI Gateway service policy denial: 200, ``finish_reason: content_filter``, the policy named."""
+    model = rng.choice(AZURE_MODELS + FOUNDATION_MODELS)
+    name = rng.choice(POLICY_NAMES)
+    reason = rng.choice(("Sensitive data detected: email address.", "Unsafe content was blocked.",
+                         "Prompt injection attempt detected.", "The response mentions a confidential project."))
+    policy = _policy(name, "deny", phase, reason)
+    pre = phase == "pre_call"
+    if pre and rng.random() < 0.3:  # the bare denial: no choices, no model
+        body: dict[str, Any] = {"id": "databricks-guardrail-block", "finish_reason": "content_filter",
+                                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                                "databricks_service_policy": policy}
+        model_seen = None
+    else:
+        body = _chat_completion(model, "This request was blocked by a policy: " + reason, "content_filter")
+        if pre:
+            body["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        body["databricks_service_policy"] = policy
+        model_seen = model
+    prompt = rng.choice(tuple(RISKY.values())) if pre else rng.choice(PROMPTS)
+    stage = "prompt" if pre else "completion"
+    return Template(_chat_request(rng, prompt, stream=False), _render(body), model_seen, False, usage=not pre,
+                    blocked_stage=stage, categories=("service_policy",), tokens="zero" if pre else "")
+
+
+def _policy_pre_call_deny(rng: random.Random) -> Template:
+    return _policy_deny(rng, phase="pre_call")
+
+
+def _policy_post_call_deny(rng: random.Random) -> Template:
+    return _policy_deny(rng, phase="post_call")
+
+
+def _policy_allowed(rng: random.Random) -> Template:
+    """A completion a service policy allowed or transformed (PII masked): not a block."""
+    model = rng.choice(FOUNDATION_MODELS)
+    body = _chat_completion(model, rng.choice(ANSWERS), "stop")
+    action = rng.choice(("allow", "mask"))
+    body["databricks_service_policy"] = _policy(rng.choice(POLICY_NAMES), action, rng.choice(("pre_call", "post_call")),
+                                                "PII was masked." if action == "mask" else "No violation found.")
+    return Template(_chat_request(rng, rng.choice(PROMPTS), stream=False), _render(body), model, False, usage=True)
+
+
+# --- more answer shapes: embeddings, legacy completions, content parts, ChatAgent, bare agents ----
+
+EMBEDDING_MODELS = ("bge-large-en-v1.5", "gte-large-en-v1.5", "text-embedding-3-small")
+
+
+def _embeddings_ok(rng: random.Random) -> Template:
+    """An OpenAI-compatible embeddings response: input tokens only."""
+    model = rng.choice(EMBEDDING_MODELS)
+    texts = rng.sample(PROMPTS, rng.randint(1, 3))
+    data = [{"object": "embedding", "index": i, "embedding": [round(rng.uniform(-0.1, 0.1), 6) for _ in range(8)]}
+            for i in range(len(texts))]
+    body = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": _n("in"), "total_tokens": _n("in")}}
+    return Template(_plain({"input": texts}), _render(body), model, False, usage=True, tokens="input")
+
+
+def _completions_ok(rng: random.Random) -> Template:
+    """A legacy completions response (``object: text_completion``, ``choices[].text``)."""
+    model = rng.choice(FOUNDATION_MODELS)
+    body = {"id": "cmpl-" + _s("id"), "object": "text_completion", "created": _n("created"), "model": model,
+            "choices": [{"text": rng.choice(ANSWERS), "index": 0, "logprobs": None,
+                         "finish_reason": rng.choice(("stop", "length"))}],
+            "usage": _usage_chat()}
+    req = _plain({"prompt": rng.choice(PROMPTS), "max_tokens": rng.choice((128, 256, 512))})
+    return Template(req, _render(body), model, False, usage=True)
+
+
+def _chat_parts_ok(rng: random.Random) -> Template:
+    """A reasoning model's chat completion whose ``message.content`` is a list of parts."""
+    model = rng.choice(("gpt-oss-120b", "claude-sonnet-4-5", "gemini-2-5-pro"))
+    body = _chat_completion(model, None, "stop")
+    parts: list[dict[str, Any]] = [{"type": "text", "text": rng.choice(ANSWERS)}]
+    if rng.random() < 0.7:
+        parts.insert(0, {"type": "reasoning", "summary": [{"type": "summary_text", "text": "The user asks for a short answer."}]})
+    body["choices"][0]["message"]["content"] = parts
+    return Template(_chat_request(rng, rng.choice(PROMPTS), stream=False), _render(body), model, False, usage=True)
+
+
+def _chat_agent_ok(rng: random.Random) -> Template:
+    """An MLflow ChatAgent response: ``messages``, with ``usage`` or without."""
+    usage = rng.random() < 0.5
+    messages: list[dict[str, Any]] = [{"role": "assistant", "content": rng.choice(ANSWERS), "id": "msg-" + _s("id")}]
+    if rng.random() < 0.3:
+        messages.insert(0, {"role": "tool", "content": '{"status": "shipped"}', "name": "lookup_order",
+                            "tool_call_id": "call_1", "id": "tool-" + _s("id")})
+    body: dict[str, Any] = {"messages": messages}
+    if usage:
+        body["usage"] = _usage_chat()
+    if rng.random() < 0.3:
+        body["custom_outputs"] = {"retrieved_docs": rng.randint(0, 8)}
+    req = _plain({"messages": [{"role": "user", "content": rng.choice(PROMPTS)}]})
+    return Template(req, _render(body), None, False, usage=usage)
+
+
+def _chat_agent_stream_ok(rng: random.Random) -> Template:
+    """Streamed MLflow ChatAgent chunks (``delta``); usage on the last one, or none."""
+    usage = rng.random() < 0.4
+    item = "msg-" + _s("id")
+    chunks: list[dict[str, Any]] = [{"delta": {"role": "assistant", "content": p, "id": item}}
+                                    for p in _pieces(rng, rng.choice(ANSWERS))]
+    if usage:
+        chunks[-1]["usage"] = _usage_chat()
+    req = _plain({"messages": [{"role": "user", "content": rng.choice(PROMPTS)}], "stream": True})
+    return Template(req, _render(chunks), None, True, usage=usage)
+
+
+def _agent_bare_ok(rng: random.Random) -> Template:
+    """A ResponsesAgent answer with no usage, id or model: only ``output``."""
+    body = {"output": [_message_item(rng.choice(ANSWERS))]}
+    return Template(_agent_request(rng, rng.choice(PROMPTS), stream=False), _render(body), None, False, usage=False)
+
+
+def _responses_stream_error(rng: random.Random) -> Template:
+    """A ResponsesAgent stream ending in an ``error`` event (after a few deltas, or none)."""
+    item = "msg_" + _s("id")
+    pieces = _pieces(rng, rng.choice(ANSWERS))[: rng.randint(0, 2)]
+    events: list[dict[str, Any]] = [{"type": "response.output_text.delta", "item_id": item, "delta": p} for p in pieces]
+    events.append({"type": "error", "code": rng.choice(("server_error", "rate_limit_exceeded")),
+                   "message": "The agent failed to complete the response.", "param": None})
+    return Template(_agent_request(rng, rng.choice(PROMPTS), stream=True), _render(events), None, True, usage=False)
+
+
+def _provider_error(rng: random.Random) -> Template:
+    """A provider's error passed through the gateway: anthropic, google, bedrock or a custom provider."""
+    provider, status, err = rng.choice((
+        ("anthropic", 400, {"type": "error", "error": {"type": "invalid_request_error",
+                                                      "message": "prompt is too long: 210311 tokens > 200000 maximum"}}),
+        ("anthropic", 429, {"type": "error", "error": {"type": "rate_limit_error",
+                                                      "message": "Number of request tokens has exceeded your rate limit."}}),
+        ("google", 400, {"error": {"code": 400, "message": "Request contains an invalid argument.",
+                                   "status": "INVALID_ARGUMENT"}}),
+        ("google", 503, {"error": {"code": 503, "message": "The model is overloaded. Please try again later.",
+                                   "status": "UNAVAILABLE"}}),
+        ("amazon-bedrock", 400, {"message": "ValidationException: The provided model identifier is invalid."}),
+        ("custom", 504, {"error": {"message": "upstream request timed out", "type": "server_error"}}),
+    ))
+    inner = {"external_model_provider": provider, "external_model_error": err}
+    code = {400: "BAD_REQUEST", 429: "REQUEST_LIMIT_EXCEEDED", 503: "TEMPORARILY_UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+    body = {"error_code": code[status], "message": json.dumps(inner, separators=(",", ":"))}
+    stream = rng.random() < 0.3
+    return Template(_chat_request(rng, rng.choice(PROMPTS), stream=stream), _plain(body), None, stream, usage=False,
+                    status=status)
+
+
 # --- failures without a body, payloads not logged, malformed rows ----------------------------
 
 
@@ -732,6 +939,21 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("server_error", "error", None, "ok", (50, 120000), _server_error),
         Scenario("gateway_bad_request", "error", None, "ok", (20, 400), _gateway_bad_request),
         Scenario("responses_stream_failed", "error", None, "ok", (300, 9000), _responses_stream_failed),
+        Scenario("guardrail_input_block", "predict_blocked", None, "ok", (150, 900), _guardrail_input_block),
+        Scenario("guardrail_output_block", "predict_blocked", None, "ok", (600, 9000), _guardrail_output_block),
+        Scenario("guardrail_stream_block", "stream_blocked_immediate", None, "ok", (150, 900),
+                 _guardrail_stream_block),
+        Scenario("policy_pre_call_deny", "predict_blocked", None, "ok", (80, 700), _policy_pre_call_deny),
+        Scenario("policy_post_call_deny", "predict_blocked", None, "ok", (600, 9000), _policy_post_call_deny),
+        Scenario("policy_allowed", "predict_ok", None, "ok", (400, 9000), _policy_allowed),
+        Scenario("embeddings_ok", "predict_ok", None, "ok", (20, 400), _embeddings_ok),
+        Scenario("completions_ok", "predict_ok", None, "ok", (300, 9000), _completions_ok),
+        Scenario("chat_parts_ok", "predict_ok", None, "ok", (800, 20000), _chat_parts_ok),
+        Scenario("chat_agent_ok", "predict_ok", None, "ok", (800, 15000), _chat_agent_ok),
+        Scenario("chat_agent_stream_ok", "stream_ok", None, "ok", (900, 25000), _chat_agent_stream_ok),
+        Scenario("agent_bare_ok", "predict_ok", None, "ok", (800, 15000), _agent_bare_ok),
+        Scenario("responses_stream_error", "error", None, "ok", (300, 9000), _responses_stream_error),
+        Scenario("provider_error", "error", None, "ok", (20, 3000), _provider_error),
         Scenario("truncated_json", None, "json_parse_error", "ok", (300, 9000), _truncated),
         Scenario("non_json_request", None, "json_parse_error", "ok", (300, 9000), _non_json_request),
         Scenario("unknown_shape", None, "unknown_shape", "ok", (100, 5000), _unknown_shape),

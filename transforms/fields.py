@@ -28,7 +28,14 @@ class Row:
 
     @cached_property
     def usage(self) -> dict[str, int | None] | None:
-        """``{input, output, total}`` from the usage object the row carries, or ``None``."""
+        """``{input, output, total}`` from the usage object the row carries, or ``None``.
+
+        A call a guardrail blocked has none: a verdict's ``usage`` counts the
+        guardrail model's evaluation, not the served model's tokens.
+        An embeddings response counts input tokens only (``output`` is ``None``).
+        """
+        if self.classified.layer == "guardrail":
+            return None
         usage = V.first(_stream_usage(self.payload), _response_usage(self.payload))
         if usage is None:
             return None
@@ -102,13 +109,23 @@ def answer(row: Row, *, last: bool) -> dict[str, Any]:
     ``last`` picks a stream's last finish reason instead of a response's first.
     """
     return {"model": model(row), "finish_reason": finish_reason(row, last=last), "trace_id": trace_id(row),
-            **tokens(row)}
+            "service_policy": row.payload.policy, **tokens(row)}
 
 
 def filter_error(row: Row) -> dict[str, Any]:
-    """The error columns of a call a safety filter refused: type ``content_filter``, the code and message logged."""
-    return {"error_type": "content_filter", "error_code": error_code(row) or "content_filter",
-            "error_message": error_message(row)}
+    """The error columns of a call a safety layer refused.
+
+    ``error_type`` names the layer (``content_filter`` for a provider's
+    filter, ``guardrail`` for an AI Gateway guardrail, ``service_policy`` for
+    a Unity AI Gateway service policy). The code is the one logged (a
+    guardrail's ``finish_reason`` such as ``input_guardrail_triggered``);
+    the message is the one logged, or the policy's reason.
+    """
+    p, layer = row.payload, row.classified.layer or "content_filter"
+    policy = p.policy if layer == "service_policy" else None
+    code = p.guardrail_code if layer == "guardrail" else None
+    return {"error_type": layer, "error_code": V.first(code, error_code(row), "content_filter"),
+            "error_message": V.first(error_message(row), policy and policy["reason"])}
 
 
 def _error_field(row: Row, key: str) -> Any:
@@ -138,7 +155,7 @@ def error_type(row: Row) -> str | None:
     kind = ((error or {}).get("type") or "").lower()
     http = V.first((error or {}).get("http_status"), row.status_code)
     if row.classified.blocked:
-        return "content_filter"
+        return row.classified.layer or "content_filter"
     if http == 429 or "rate_limit" in code or code == "request_limit_exceeded":
         return "rate_limit"
     if http == 504 or "timeout" in code:

@@ -13,8 +13,10 @@ from typing import Any
 from gatewatch.transforms import values as V
 from gatewatch.transforms.payload import Payload
 
-_CHUNK_OBJECTS = ("chat.completion.chunk", "chat.completion")
+_CHUNK_OBJECTS = ("chat.completion.chunk", "chat.completion", "text_completion")
 _FILTER_CODES = ("content_filter", "ResponsibleAIPolicyViolation", "content_policy_violation")
+_POLICY_STAGES = {"pre_call": "prompt", "post_call": "completion"}
+_POLICY_DENIALS = ("deny", "block")
 
 
 @dataclass
@@ -23,8 +25,11 @@ class Classified:
 
     ``outcome`` is ``None`` when quarantined (``quarantine_reason`` says
     why); ``safety_flags`` holds one merged flag per (stage, category);
-    ``shape`` is ``none``, ``chat``, ``responses``, ``chunks``,
-    ``error_body`` or ``unknown``.
+    ``shape`` is ``none``, ``chat``, ``agent``, ``embeddings``,
+    ``responses``, ``chunks``, ``policy``, ``guardrail``, ``error_body`` or
+    ``unknown``; ``layer`` names the safety layer that blocked
+    (``guardrail``, ``service_policy`` or ``content_filter``), ``None``
+    when nothing did.
     """
 
     shape: str
@@ -36,6 +41,7 @@ class Classified:
     safety_flags: list[V.Flag]
     finish_reasons: list[str]
     incomplete_reason: str | None
+    layer: str | None = None
 
 
 def _is_chat_frame(c: Any) -> bool:
@@ -46,6 +52,17 @@ def _is_chat_frame(c: Any) -> bool:
         or V.items(c, "prompt_filter_results") is not None
         or V.items(c, "prompt_annotations") is not None
     )
+
+
+def _is_agent_frame(c: Any) -> bool:
+    """An MLflow ChatAgent response (``messages``) or one of its stream chunks (``delta``)."""
+    return V.items(c, "messages") is not None or V.obj(c, "delta") is not None
+
+
+def _is_embeddings(c: Any) -> bool:
+    """An OpenAI-compatible embeddings response: ``object: list`` whose ``data`` are embeddings."""
+    data = V.items(c, "data")
+    return bool(data) and V.text(c, "object") == "list" and all(V.text(d, "object") == "embedding" for d in data)
 
 
 def _is_responses_event(c: Any) -> bool:
@@ -63,12 +80,22 @@ def _shape(p: Payload) -> str:
     if not p.has_resp:
         return "none"
     if chunks is not None:
-        known = all(_is_chat_frame(c) or _is_responses_event(c) or _is_error_frame(c) for c in chunks)
+        known = all(
+            _is_chat_frame(c) or _is_responses_event(c) or _is_agent_frame(c) or _is_error_frame(c) for c in chunks
+        )
         return "chunks" if chunks and known else "unknown"
     if _is_chat_frame(resp):
         return "chat"
+    if _is_agent_frame(resp):
+        return "agent"
+    if _is_embeddings(resp):
+        return "embeddings"
     if V.items(resp, "output") is not None or V.text(resp, "object") == "response":
         return "responses"
+    if p.policy is not None:
+        return "policy"
+    if p.guardrail_stages or p.guardrail_flags:
+        return "guardrail"
     if p.error is not None:
         return "error_body"
     return "unknown"
@@ -86,12 +113,18 @@ def _all_flags(p: Payload) -> list[V.Flag]:
         flags += _frame_flags(output)
     if p.error is not None:
         flags += p.error["flags"]
-    return flags
+    return flags + p.guardrail_flags
 
 
 def _finish_reasons(p: Payload) -> list[str]:
     frames = [p.resp, *(p.chunks or ()), *p.trace_outputs]
-    reasons = (V.text(choice, "finish_reason") for v in frames for choice in V.items(v, "choices") or ())
+    reasons = []
+    for v in frames:
+        choices = V.items(v, "choices")
+        if choices is not None:
+            reasons += [V.text(choice, "finish_reason") for choice in choices]
+        elif p.guardrail_code is None:  # a ChatAgent or policy response's own; not a guardrail verdict's
+            reasons.append(V.text(v, "finish_reason"))
     return [r for r in reasons if r is not None]
 
 
@@ -106,8 +139,11 @@ def _incomplete_reason(p: Payload) -> str | None:
 
 def _frame_has_content(c: Any) -> bool:
     for choice in V.items(c, "choices") or ():
-        if V.non_empty(V.text(choice, "delta", "content")) or V.non_empty(V.text(choice, "message", "content")):
+        if (V.has_text(V.get(choice, "delta", "content")) or V.has_text(V.get(choice, "message", "content"))
+                or V.has_text(V.get(choice, "text"))):
             return True
+    if V.has_text(V.get(c, "delta", "content")):  # a ChatAgent chunk
+        return True
     return V.text(c, "type") == "response.output_text.delta" and V.non_empty(V.text(c, "delta"))
 
 
@@ -126,11 +162,30 @@ def _is_filter_error(error: dict | None) -> bool:
     )
 
 
+def _policy_stage(policy: dict | None, finish_reasons: list[str]) -> tuple[str | None, bool]:
+    """(stage, denied) of a service policy: the stage from its phase; denied when it denied the call.
+
+    ``action: deny`` denies; a policy without an action denies when the call
+    ended ``content_filter``. A policy that allowed or transformed the call
+    (another action) is not a block. A phase other than ``pre_call`` /
+    ``post_call`` gives no stage.
+    """
+    if policy is None:
+        return None, False
+    action = (policy["action"] or "").lower()
+    denied = action in _POLICY_DENIALS or (not action and "content_filter" in finish_reasons)
+    return _POLICY_STAGES.get((policy["phase"] or "").lower()), denied
+
+
 def classify(p: Payload, status_code: int | None, logging_error_codes: list | None) -> Classified:
     """Classify one row from its located payloads, status and logging error codes."""
     shape = _shape(p)
-    flags = V.merge_flags(_all_flags(p))
     finish_reasons = _finish_reasons(p)
+    policy_stage, policy_denied = _policy_stage(p.policy, finish_reasons)
+    flags = _all_flags(p)
+    if policy_stage is not None:
+        flags.append(V.policy_flag(policy_stage, policy_denied))
+    flags = V.merge_flags(flags)
     incomplete = _incomplete_reason(p)
     resp_says_stream = shape == "chunks" or V.text(p.resp, "object") == "chat.completion.chunk"
     if V.boolean(p.req, "stream") or resp_says_stream:
@@ -140,15 +195,27 @@ def classify(p: Payload, status_code: int | None, logging_error_codes: list | No
     else:
         is_stream = None
     not_logged = bool(logging_error_codes)
-    prompt_blocked = _is_filter_error(p.error) or V.any_filtered(flags, "prompt")
+    guarded = bool(p.guardrail_stages)
+    policy_blocked = policy_denied and not guarded
+    prompt_blocked = (
+        "prompt" in p.guardrail_stages
+        or (policy_blocked and policy_stage == "prompt")
+        or (not guarded and (_is_filter_error(p.error) or V.any_filtered(flags, "prompt")))
+    )
     completion_cut = (
-        "content_filter" in finish_reasons or incomplete == "content_filter" or V.any_filtered(flags, "completion")
+        "completion" in p.guardrail_stages
+        or (policy_blocked and policy_stage == "completion")
+        or (not guarded and (
+            "content_filter" in finish_reasons or incomplete == "content_filter" or V.any_filtered(flags, "completion")
+        ))
     )
     invalid = p.req_invalid or p.resp_invalid
-    unknown = shape == "unknown" or (
-        shape == "none" and not not_logged and (status_code is None or status_code < 400)
-    )
     blocked = prompt_blocked or completion_cut
+    unknown = (
+        shape == "unknown"
+        or (shape == "none" and not not_logged and (status_code is None or status_code < 400))
+        or (policy_denied and not blocked)  # a denial whose phase says no stage: not guessed
+    )
     failed = (
         p.error is not None
         or (status_code is not None and status_code >= 400)
@@ -177,4 +244,7 @@ def classify(p: Payload, status_code: int | None, logging_error_codes: list | No
         safety_flags=flags,
         finish_reasons=finish_reasons,
         incomplete_reason=incomplete,
+        layer=None if quarantined or not blocked else (
+            "guardrail" if guarded else "service_policy" if policy_blocked else "content_filter"
+        ),
     )

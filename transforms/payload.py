@@ -9,7 +9,11 @@ code handled a failure, so each piece is probed in every documented place:
   ``error`` event, a chat chunk carrying ``error`` mid-stream, or an
   exception event in the Databricks trace whose message is a Python repr
   wrapping JSON (parsed twice);
-- the chat-model span outputs of a Databricks trace (escaped JSON strings).
+- the chat-model span outputs of a Databricks trace (escaped JSON strings);
+- the verdict of an AI Gateway guardrail (``input_guardrail`` /
+  ``output_guardrail`` entries), in a gateway body's ``message`` or at the
+  top of the response;
+- the ``databricks_service_policy`` a Unity AI Gateway response names, at its top.
 
 Pure functions over one row's values; ``transforms.rows`` runs them over
 Arrow batches.
@@ -33,6 +37,9 @@ _HTTP_CODE = re.compile(r"Error code: (\d{3})")
 _ESCAPED_QUOTE = re.compile(r"\\'")
 _REPR_WORDS = ((re.compile(r"\bTrue\b"), "true"), (re.compile(r"\bFalse\b"), "false"), (re.compile(r"\bNone\b"), "null"))
 _TRACE = ("databricks_output", "trace")
+_GUARDRAIL_KEYS = (("input_guardrail", "prompt"), ("output_guardrail", "completion"))
+_POLICY = "databricks_service_policy"
+_POLICY_FIELDS = ("name", "action", "phase", "reason")
 
 ERROR_ORIGINS: tuple[str, ...] = ("gateway", "stream_event", "responses", "provider", "trace_exception")
 
@@ -47,7 +54,11 @@ class Payload:
     span outputs; ``exception`` the first trace exception message;
     ``gw_code``/``gw_message`` a gateway error body; ``error`` the error the
     row carries (``code``, ``message``, ``type``, ``param``, ``http_status``,
-    ``flags``, ``origin``), ``None`` without one.
+    ``flags``, ``origin``), ``None`` without one. ``guardrail_flags`` are
+    the flags of a guardrail verdict, ``guardrail_stages`` the stages whose
+    guardrail blocked (``prompt`` for input, ``completion`` for output),
+    ``guardrail_code`` the verdict's ``finish_reason``; ``policy`` the
+    service policy's ``name``, ``action``, ``phase`` and ``reason``.
     """
 
     req: Any = None
@@ -63,6 +74,10 @@ class Payload:
     gw_code: str | None = None
     gw_message: str | None = None
     error: dict[str, Any] | None = None
+    guardrail_flags: list = field(default_factory=list)
+    guardrail_stages: tuple[str, ...] = ()
+    guardrail_code: str | None = None
+    policy: dict[str, str | None] | None = None
 
 
 def _load(text: str | None) -> tuple[Any, bool, bool]:
@@ -123,11 +138,17 @@ def _stream_error(chunks: list | None) -> dict | None:
     return None
 
 
+def _with_message(err: dict | None) -> dict | None:
+    """A provider error object that is the error itself (Bedrock's ``{"message": ...}``), else ``None``."""
+    return err if V.text(err, "message") is not None else None
+
+
 def _provider_error(p: Payload, gw_inner: Any, exc_inner: Any) -> tuple[dict | None, str | None]:
     """The provider's error object wherever it sits (the first place found), and that place."""
     resp = p.resp
     candidates = (
-        ("gateway", lambda: V.first(V.obj(gw_inner, "external_model_error", "error"), V.obj(gw_inner, "error"))),
+        ("gateway", lambda: V.first(V.obj(gw_inner, "external_model_error", "error"), V.obj(gw_inner, "error"),
+                                    _with_message(V.obj(gw_inner, "external_model_error")))),
         ("stream_event", lambda: _stream_error(p.chunks)),
         ("responses", lambda: V.obj(resp, "error") if V.text(resp, "status") == "failed" else None),
         ("provider", lambda: V.obj(resp, "error")),
@@ -164,6 +185,31 @@ def _error(p: Payload, err: dict | None, origin: str | None) -> dict[str, Any] |
     }
 
 
+def _guardrail(p: Payload, verdict: Any) -> bool:
+    """Record a guardrail verdict's flags and blocking stages on ``p``; whether ``verdict`` is one."""
+    flags, stages, seen = [], [], False
+    for key, stage in _GUARDRAIL_KEYS:
+        found = V.get(verdict, key)
+        entries = found if type(found) is list else (found,) if type(found) is dict else ()
+        for entry in entries:
+            seen = True
+            flags += V.guardrail_flags(entry, stage)
+            if V.boolean(entry, "flagged") is True and stage not in stages:
+                stages.append(stage)
+    if seen:
+        p.guardrail_flags, p.guardrail_stages = flags, tuple(stages)
+        p.guardrail_code = V.text(verdict, "finish_reason")
+    return seen
+
+
+def _policy(resp: Any) -> dict[str, str | None] | None:
+    """The ``databricks_service_policy`` at the top of the response (where the docs put it), or ``None``."""
+    found = V.obj(resp, _POLICY)
+    if found is None:
+        return None
+    return {k: V.text(found, k) for k in _POLICY_FIELDS}
+
+
 def read_payloads(request: str | None, response: str | None) -> Payload:
     """Parse the JSON payloads once and locate chunks, trace outputs and errors."""
     p = Payload()
@@ -185,4 +231,7 @@ def read_payloads(request: str | None, response: str | None) -> Payload:
     exc_inner = V.parse(_ESCAPED_QUOTE.sub("'", inner_text)) if inner_text else None
     err, origin = _provider_error(p, gw_inner, exc_inner)
     p.error = _error(p, err, origin)
+    if type(resp) is dict and not _guardrail(p, gw_inner):
+        _guardrail(p, resp)
+    p.policy = _policy(resp)
     return p

@@ -221,6 +221,52 @@ def error_flags(err: Any) -> list[Flag]:
     return flags_from_results(results, "prompt")
 
 
+def _flag(stage: str, category: str, filtered: bool | None, detected: bool | None) -> Flag:
+    return {"stage": stage, "category": category, "severity": None, "filtered": filtered, "detected": detected}
+
+
+def guardrail_flags(entry: Any, stage: str) -> list[Flag]:
+    """Flags from one AI Gateway guardrail verdict (an ``input_guardrail``/``output_guardrail`` entry).
+
+    Every category set true in ``categories`` becomes a flag of that name, and
+    ``pii_detection`` (true, or an object with ``flagged: true``) a flag of
+    category ``pii``; each is ``detected``, and ``filtered`` when the verdict
+    is ``flagged`` (the guardrail blocked). Categories set false give none.
+    """
+    if type(entry) is not dict:
+        return []
+    flagged = as_boolean(entry.get("flagged")) is True
+    found = [c for c, hit in (obj(entry, "categories") or {}).items() if as_boolean(hit) is True]
+    pii = entry.get("pii_detection")
+    if as_boolean(pii) is True or (type(pii) is dict and as_boolean(pii.get("flagged")) is True):
+        found.append("pii")
+    return [_flag(stage, category, flagged, True) for category in found]
+
+
+def policy_flag(stage: str, denied: bool) -> Flag:
+    """The flag of a Unity AI Gateway service policy that acted on a call (category ``service_policy``)."""
+    return _flag(stage, "service_policy", denied, True)
+
+
+def has_text(value: Any) -> bool:
+    """Message content with text in it: a non-empty string, or a list of parts one of which has text.
+
+    Chat content may be a list of parts (``{"type": "text", "text": ...}``,
+    reasoning parts with a ``summary`` list of ``{"text"}``); an empty list has no text.
+    """
+    if type(value) is str:
+        return len(value) > 0
+    if type(value) is list:
+        for part in value:
+            if type(part) is str and part:
+                return True
+            if type(part) is dict and (
+                non_empty(part.get("text")) or any(has_text(s.get("text")) for s in items(part, "summary") or () if type(s) is dict)
+            ):
+                return True
+    return False
+
+
 def _greatest(a: bool | int | None, b: bool | int | None) -> bool | int | None:
     if a is None:
         return b

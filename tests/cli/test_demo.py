@@ -9,7 +9,7 @@ import sys
 
 
 def test_the_demo_lands_every_row_once_and_fires_then_resolves_its_alert(tmp_path):
-    """Every inserted row is in requests or quarantine once; the generated spike fires once and resolves."""
+    """Every inserted row is in requests or quarantine once; the guardrail spike's alerts fire once and resolve."""
     proc = subprocess.run(
         [sys.executable, "-m", "gatewatch.cli.main", "demo", "--dir", str(tmp_path / "demo"),
          "--commits", "1", "--rows", "120", "--log-format", "json"],
@@ -24,5 +24,8 @@ def test_the_demo_lands_every_row_once_and_fires_then_resolves_its_alert(tmp_pat
     assert inserted > 0 and requests + quarantined == inserted
     assert (missing, duplicated) == (0, 0)
     assert "quarantine reason" in out and "endpoint" in out
-    assert len(re.findall(r"FIRING .*content_filter_spike \[endpoint=chat-prod\]", out)) == 1
-    assert len(re.findall(r"RESOLVED .*content_filter_spike \[endpoint=chat-prod\]", out)) == 1
+    assert "a guardrail spike on chat-prod" in out
+    for rule in ("databricks_safety_spike", "content_filter_spike"):
+        assert len(re.findall(rf"FIRING .*{rule} \[endpoint=chat-prod\]", out)) == 1, rule
+        assert len(re.findall(rf"RESOLVED .*{rule} \[endpoint=chat-prod\]", out)) == 1, rule
+    assert not re.search(r"FIRING .*(databricks_safety_spike|content_filter_spike) \[endpoint=agent-prod\]", out)

@@ -4,7 +4,9 @@ Shapes: 4xx/5xx with a null response (rate limits, timeouts, server errors),
 gateway error bodies (``error_code`` + ``message``, the message possibly the
 provider's JSON), bare provider error bodies, streams ending in a Responses
 ``response.failed`` or ``error`` event or in a chat chunk carrying ``error``,
-and exceptions caught by an agent.
+and exceptions caught by an agent. Provider errors passed through the gateway
+for any provider (``external_model_provider`` openai, anthropic, google,
+amazon-bedrock, custom, ...), budget and rate limits are errors, never blocks.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from gatewatch.transforms.registry import register
 from gatewatch.transforms.rows import parse_with
 
 
-@register("error", version="1.0.0")
+@register("error", version="1.1.0")
 def columns(row: Row) -> dict:
     """Reads the located payloads and the status; returns the parsed request columns."""
     return {

@@ -14,7 +14,7 @@ from gatewatch.transforms.registry import register
 from gatewatch.transforms.rows import parse_with
 
 
-@register("stream_blocked_partial", version="1.0.0")
+@register("stream_blocked_partial", version="1.1.0")
 def columns(row: Row) -> dict:
     """Reads the located payloads; returns the parsed request columns with the filter's error."""
     return {**fields.answer(row, last=True), **fields.filter_error(row)}

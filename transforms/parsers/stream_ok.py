@@ -3,7 +3,8 @@
 Shapes: a list of chat-completion chunks (usage absent, on a last chunk with
 empty ``choices``, or a running total on every chunk: the last is taken), a
 list of Responses-API events ending in ``response.completed``, or one
-aggregated object.
+aggregated object; MLflow ChatAgent chunks (``delta``, usage on the last
+when logged) and streamed legacy completions.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from gatewatch.transforms.registry import register
 from gatewatch.transforms.rows import parse_with
 
 
-@register("stream_ok", version="1.0.0")
+@register("stream_ok", version="1.1.0")
 def columns(row: Row) -> dict:
     """Reads the located payloads; returns the parsed request columns."""
     return fields.answer(row, last=True)
