@@ -79,7 +79,7 @@ def check_catalog(spark: SparkSession, name: str, what: str) -> None:
 
 def ensure_table(spark: SparkSession, target: Table, schema: StructType,
                  properties: Mapping[str, str] | None = None) -> None:
-    """Create the table empty with ``schema`` if it does not exist yet; set ``properties`` it lacks.
+    """Create the table empty with ``schema`` if it does not exist yet; add the columns and set the ``properties`` it lacks.
 
     ``properties`` (``OutputSettings.table_properties``: auto compaction,
     checkpoint interval, log and deleted-file retention) are set at creation,
@@ -92,6 +92,11 @@ def ensure_table(spark: SparkSession, target: Table, schema: StructType,
     for key, value in (properties or {}).items():
         builder = builder.property(key, value)
     builder.addColumns(schema).execute()
+    present = {f.name.lower() for f in target.read(spark).schema.fields}
+    missing_columns = [f for f in schema.fields if f.name.lower() not in present]
+    if missing_columns:  # a table created by an earlier version: new columns are added, null for its rows
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing_columns)
+        spark.sql(f"ALTER TABLE {target.sql_name} ADD COLUMNS ({columns})")
     if properties:
         current = target.delta(spark).detail().select("properties").first()["properties"] or {}
         missing = {k: v for k, v in properties.items() if current.get(k) != v}
