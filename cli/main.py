@@ -144,6 +144,25 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _cmd_advise(args: argparse.Namespace) -> int:
+    """``gatewatch advise``: the idle served entities now, one lookup per endpoint."""
+    from gatewatch.alerts.advise import Advisor, sdk_lookup
+    from gatewatch.cli.deploy import workspace_client
+    from gatewatch.cli.validation import format_idle
+    from gatewatch.streams import outputs
+    from gatewatch.streams.spark import build_spark
+
+    settings = _settings(args)
+    lookup = sdk_lookup(workspace_client())
+    spark = build_spark(settings.spark, app_name="gatewatch-advise")
+    o = settings.output
+    tables = {"requests": outputs.table(o, o.requests_table), "quarantine": outputs.table(o, o.quarantine_table)}
+    advisor = Advisor(settings, tables, lookup=lookup)
+    found = [i for rule in advisor.rules.values() for i in advisor.idle(spark, rule, advisor.clock())[0]]
+    print(format_idle(found))
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
@@ -252,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "report, or all; repeatable): it does not fail the run")
     _common(va)
     va.set_defaults(func=_cmd_validate)
+
+    ad = sub.add_parser("advise", help="list served entities kept provisioned with no traffic, and how to remove them")
+    _output(ad)
+    _common(ad)
+    ad.set_defaults(func=_cmd_advise)
 
     status = sub.add_parser("status", help="each source of a running or the last job: state, last batch, lag")
     status.add_argument("--checkpoint-root", "--checkpoint", dest="checkpoint", metavar="DIR",
