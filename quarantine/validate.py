@@ -109,7 +109,13 @@ class Report:
 
 
 def _import(spec: str, i: int) -> None:
-    """Import a module by name, or a ``.py`` file by path (under a name of its own)."""
+    """Import a module by name, or a ``.py`` file by path (under a name of its own).
+
+    Its functions travel to Spark's Python workers by value, so a worker
+    needs neither the file nor the module on its path.
+    """
+    from pyspark import cloudpickle
+
     try:
         if spec.endswith(".py"):
             path = Path(spec).resolve()
@@ -122,9 +128,10 @@ def _import(spec: str, i: int) -> None:
             sys.modules[name] = module
             module_spec.loader.exec_module(module)
         else:
-            importlib.import_module(spec)
+            module = importlib.import_module(spec)
     except ImportError as err:
         raise ConfigError(f"--parsers {spec}", "an importable Python module or a .py file", str(err)) from None
+    cloudpickle.register_pickle_by_value(module)
 
 
 def parser_sets(settings: Settings, candidates: Sequence[str]) -> tuple[ParserSet, ParserSet]:
@@ -190,16 +197,22 @@ def read_snapshot(spark: SparkSession, source: SourceSettings, *, version: int |
     """
     from delta.tables import DeltaTable
 
-    from gatewatch.streams.source import check_source, to_canonical
+    from gatewatch.errors import ChangeFeedDisabledError
+    from gatewatch.streams.source import check_source, detect_kind, is_path, to_canonical
 
-    table = check_source(spark, source)
+    try:
+        table = check_source(spark, source)
+        kind, path = table.kind, table.is_path
+    except ChangeFeedDisabledError:  # a snapshot needs no change feed (a deep clone of the table, say)
+        kind, path = None, is_path(source.table)
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", str(version))
     elif timestamp is not None:
         reader = reader.option("timestampAsOf", timestamp)
-    raw = reader.load(source.table) if table.is_path else reader.table(source.table)
-    delta = DeltaTable.forPath(spark, source.table) if table.is_path else DeltaTable.forName(spark, source.table)
+    raw = reader.load(source.table) if path else reader.table(source.table)
+    kind = kind or detect_kind(raw.schema, source.table)
+    delta = DeltaTable.forPath(spark, source.table) if path else DeltaTable.forName(spark, source.table)
     history = delta.history().select("version", "timestamp")
     if version is not None:
         at = history.where(F.col("version") == version).first()
@@ -215,7 +228,7 @@ def read_snapshot(spark: SparkSession, source: SourceSettings, *, version: int |
     })
     if sample:
         rows = rows.orderBy(F.xxhash64(F.coalesce(F.col("databricks_request_id"), F.lit("")))).limit(sample)
-    return to_canonical(rows, table.kind, source), snap_version
+    return to_canonical(rows, kind, source), snap_version
 
 
 # ---------------------------------------------------------------------------- the comparison
