@@ -8,8 +8,13 @@ from typing import Any
 from gatewatch.cli.tables import format_table
 
 
+SHOWN_IDS = 2
+"""Sample ids per group in the text (the JSON report has them all)."""
+
+
 def _ids(ids: Sequence[str]) -> str:
-    return ", ".join(i for i in ids if i) or "-"
+    shown = [i for i in ids if i]
+    return ", ".join(shown[:SHOWN_IDS]) + (", ..." if len(shown) > SHOWN_IDS else "") if shown else "-"
 
 
 def format_report(report: Any) -> str:
@@ -25,15 +30,17 @@ def format_report(report: Any) -> str:
          lambda i: [i["id"], i["rows"], _ids(i["sample_ids"]), mark.get(i["id"], "")]),
         ("Fields that change", ["id", "rows", "sample ids", ""], report.field_changes,
          lambda i: [i["id"], i["rows"], _ids(i["sample_ids"]), mark.get(i["id"], "")]),
-        ("Rows newly quarantined", ["id", "rows", "was", "reason", "sample ids", ""], report.newly_quarantined,
-         lambda i: [i["id"], i["rows"], ", ".join(i["from"]), ", ".join(i["reasons"]), _ids(i["sample_ids"]),
-                    mark.get(i["id"], "")]),
+        ("Rows newly quarantined", ["id", "rows", "was", "reason", "failing", "sample ids", ""],
+         report.newly_quarantined,
+         lambda i: [i["id"], i["rows"], ", ".join(i["from"]), ", ".join(i["reasons"]),
+                    ", ".join(i["failed_columns"]) or "-", _ids(i["sample_ids"]), mark.get(i["id"], "")]),
         ("Rows newly parsed", ["id", "rows", "now", "parser", "sample ids"], report.newly_parsed,
          lambda i: [i["id"], i["rows"], ", ".join(i["to"]), ", ".join(i["parsers"]), _ids(i["sample_ids"])]),
     ]
     for title, headers, items, row in sections:
         if items:
-            lines += [f"{title}:", format_table(headers, [row(i) for i in items]), ""]
+            table = format_table(headers, [row(i) for i in items])
+            lines += [f"{title}:", *(line.rstrip() for line in table.splitlines()), ""]
     shapes = [f"shape {i['fingerprint']}: {i['shape']}" for i in report.newly_quarantined + report.newly_parsed]
     if shapes:
         lines += [*shapes, ""]

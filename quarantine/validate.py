@@ -13,7 +13,8 @@ compared one by one and the differences grouped:
 - ``field``: rows of one outcome with a parsed field that changed
   (``predict_ok.output_tokens``);
 - ``quarantined``: rows the shipped parsers handled and the candidate
-  quarantines, by the candidate's shape fingerprint and reason;
+  quarantines, by the candidate's shape fingerprint, with the reasons and
+  the columns of the expectations they fail;
 - ``parsed``: rows the shipped parsers quarantined and the candidate parses.
 
 Each group has an ``id`` (``outcome:predict_ok->error``,
@@ -252,7 +253,8 @@ def compare(rows: DataFrame, shipped: ParserSet, candidate: ParserSet,
         total = kept.count()
         s = parse_with(kept, shipped, contract).select("_row", *_SIDE)
         c = parse_with(kept, candidate, contract).select(
-            "_row", "databricks_request_id", "request", "response", "_req_invalid", "_resp_invalid", *_SIDE)
+            "_row", "databricks_request_id", "request", "response", "_req_invalid", "_resp_invalid",
+            F.transform("failed_expectations", lambda e: e["column"]).alias("failed_columns"), *_SIDE)
         joined = c.alias("c").join(s.alias("s"), "_row")
         s_ok, c_ok = F.col("s.outcome").isNotNull(), F.col("c.outcome").isNotNull()
         fields = F.filter(F.array(*[F.when(_changed(n), F.lit(n)) for n in COMPARED]), lambda x: x.isNotNull())
@@ -267,7 +269,7 @@ def compare(rows: DataFrame, shipped: ParserSet, candidate: ParserSet,
             F.col("s.outcome").alias("from_outcome"), F.col("c.outcome").alias("to_outcome"),
             F.col("s.quarantine_reason").alias("from_reason"), F.col("c.quarantine_reason").alias("to_reason"),
             F.col("c.parser_version").alias("to_parser"), fields.alias("fields"),
-            "c.request", "c.response", "c._req_invalid", "c._resp_invalid",
+            "c.request", "c.response", "c._req_invalid", "c._resp_invalid", "c.failed_columns",
         ).where(F.col("kind").isNotNull())
         diff = diff.transform(with_shape_fingerprint()).withColumn(
             "field", F.explode_outer(F.when(F.col("kind") == "field", F.col("fields"))))
@@ -283,6 +285,7 @@ def compare(rows: DataFrame, shipped: ParserSet, candidate: ParserSet,
             F.sort_array(F.collect_set("to_outcome")).alias("to_outcomes"),
             F.sort_array(F.collect_set("to_reason")).alias("reasons"),
             F.sort_array(F.collect_set("to_parser")).alias("parsers"),
+            F.sort_array(F.array_distinct(F.flatten(F.collect_list("failed_columns")))).alias("failed_columns"),
             F.first("shape").alias("shape"), F.first("shape_fingerprint").alias("fingerprint"),
             F.first("field", ignorenulls=True).alias("field"),
         ).orderBy("kind", F.desc("rows"), "group")
@@ -303,7 +306,7 @@ def build_report(groups: Sequence[Mapping[str, Any]], *, source: str, version: i
             item.update({"outcome": g["from_outcomes"][0], "field": g["field"]})
         elif g["kind"] == "quarantined":
             item.update({"fingerprint": g["fingerprint"], "reasons": g["reasons"], "from": g["from_outcomes"],
-                         "shape": g["shape"]})
+                         "failed_columns": [c for c in g["failed_columns"] if c], "shape": g["shape"]})
         else:
             item.update({"fingerprint": g["fingerprint"], "to": g["to_outcomes"], "parsers": g["parsers"],
                          "shape": g["shape"]})

@@ -74,6 +74,7 @@ def test_changed_parser_reports_exactly_the_rows_it_moves_and_quarantines(spark,
     [quarantined] = report.newly_quarantined
     assert quarantined["rows"] == 2 and quarantined["sample_ids"] == ["bare-1", "bare-2"]
     assert quarantined["reasons"] == ["unknown_shape"] and quarantined["from"] == ["predict_ok"]
+    assert quarantined["failed_columns"] == []  # an unknown shape, not a failed expectation
     assert quarantined["id"] == f"quarantined:{quarantined['fingerprint']}" and len(quarantined["fingerprint"]) == 16
     assert report.newly_parsed == []
     assert not report.passed
