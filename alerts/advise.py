@@ -158,17 +158,22 @@ def fire(rule: IdleEntityRule, idle: IdleEntity, now: datetime) -> Alert:
     )
 
 
-def decide(rule: IdleEntityRule, found: Sequence[IdleEntity], checked: set[str], firing: Mapping[str, Alert],
-           now: datetime) -> list[Alert]:
-    """Fires for idle entities not firing yet; resolves firing ones of ``checked`` endpoints no longer idle."""
+def decide(rule: IdleEntityRule, found: Sequence[IdleEntity], checked: Mapping[str, set[str]],
+           firing: Mapping[str, Alert], now: datetime) -> list[Alert]:
+    """Fires for idle entities not firing yet; resolves firing ones no longer idle.
+
+    ``checked`` holds, per endpoint whose configuration was read, the names
+    of its served entities; the alerts of other endpoints stay as they are.
+    """
     idle = {i.key: i for i in found}
     out = [fire(rule, idle[k], now) for k in sorted(idle) if k not in firing]
     for key in sorted(firing):
         alert = firing[key]
-        if alert.rule == rule.name and key not in idle and alert.group.get("endpoint") in checked:
-            out.append(alert.resolve(now, summary=(
-                f"{rule.name} [{alert.group_text()}] resolved: the entity is gone from the endpoint's "
-                f"configuration or gets traffic")))
+        endpoint, entity = alert.group.get("endpoint", ""), alert.group.get("served_entity", "")
+        if alert.rule == rule.name and key not in idle and endpoint in checked:
+            why = ("gets traffic again (or scales to zero)" if entity in checked[endpoint]
+                   else "is gone from the endpoint's configuration")
+            out.append(alert.resolve(now, summary=f"{rule.name} [{alert.group_text()}] resolved: {entity} {why}"))
     return out
 
 
@@ -253,23 +258,24 @@ class Advisor:
         self.configs[endpoint] = (now, config)
         return config
 
-    def idle(self, spark: SparkSession, rule: IdleEntityRule, now: datetime) -> tuple[list[IdleEntity], set[str]]:
-        """The idle entities of one rule at ``now``, and the endpoints that could be checked."""
+    def idle(self, spark: SparkSession, rule: IdleEntityRule,
+             now: datetime) -> tuple[list[IdleEntity], dict[str, set[str]]]:
+        """The idle entities of one rule at ``now``, and the served entities of each endpoint that could be checked."""
         if self._lookup() is None:
-            return [], set()
+            return [], {}
         frames = [self.tables[r].read(spark) for r in ("requests", "quarantine") if r in self.tables]
         last = last_requests(frames)
         endpoints = list(rule.endpoints) or sorted({e for e, _ in last})
         found: list[IdleEntity] = []
-        checked: set[str] = set()
+        checked: dict[str, set[str]] = {}
         for endpoint in endpoints:
             try:
                 config = self._config(endpoint, now, rule.window_s)
             except Exception as err:  # noqa: BLE001 - one endpoint's failure leaves its alerts as they are
                 log.warning("advisory_lookup_failed", endpoint=endpoint, error=error_summary(err))
                 continue
-            checked.add(endpoint)
             entities = served_entities(config) if config is not None else []
+            checked[endpoint] = {e.name for e in entities}
             mine = {s: t for (e, s), t in last.items() if e == endpoint}
             found += idle_entities(rule, endpoint, entities, mine, now)
         return found, checked

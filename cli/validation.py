@@ -58,5 +58,6 @@ def format_idle(entities: Sequence[Any]) -> str:
     if not entities:
         return "No idle served entities."
     rows = [[e.endpoint, e.entity, e.last_request_text, e.removal] for e in entities]
-    return format_table(["endpoint", "served entity", "last request", "to remove it"], rows) + (
+    table = format_table(["endpoint", "served entity", "last request", "to remove it"], rows)
+    return "\n".join(line.rstrip() for line in table.splitlines()) + (
         f"\n\n{len(entities):,} served entities with 0% of the traffic, no scale-to-zero and no request in the window.")

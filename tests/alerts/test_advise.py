@@ -194,6 +194,7 @@ def test_two_idle_entities_fire_once_each_and_one_resolves_when_removed_from_the
         resolved = alerting.advisor.tick(alerting, spark)
         assert [(a.status, a.group["served_entity"], a.dedup_key) for a in resolved] == [
             ("resolved", "agent-v1", v1.dedup_key)]
+        assert resolved[0].summary.endswith("agent-v1 is gone from the endpoint's configuration")
         assert len(api.lookups()) == 2
         lines = console.getvalue().splitlines()
         assert len(lines) == 3 and " RESOLVED info idle_served_entity [endpoint=agent-prod, served_entity=agent-v1]" \
