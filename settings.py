@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gatewatch.errors import ConfigError
-from gatewatch.alerts.rules import AlertRule, duration_seconds, parse_rules
+from gatewatch.alerts.rules import AlertRule, IdleEntityRule, duration_seconds, parse_advisories, parse_rules
 from gatewatch.alerts.sinks.config import SinkSettings, parse_sinks
 
 
@@ -140,6 +140,9 @@ class AlertSettings(_Frozen):
     batch). A batch's or a recount's rows are counted on the driver; for a
     batch of more than ``max_rows_per_rule`` rows, or a rule whose windows
     held more than that at the last recount, Spark aggregates them instead.
+    ``advisories`` are advice rules checked on the delivery tick rather
+    than per batch (``alerts.advise``): by default one
+    ``idle_served_entity`` rule with a 24 hour window.
     """
 
     enabled: bool = True
@@ -148,11 +151,17 @@ class AlertSettings(_Frozen):
     deliver_interval_s: float = Field(15.0, ge=0)
     max_rows_per_rule: int = Field(200_000, ge=0)
     recount_interval_s: float = Field(300.0, ge=0)
+    advisories: tuple[IdleEntityRule, ...] = (IdleEntityRule(),)
 
     @field_validator("rules", mode="before")
     @classmethod
     def _rules(cls, value: Any) -> Any:
         return parse_rules(value) if value is not None else ()
+
+    @field_validator("advisories", mode="before")
+    @classmethod
+    def _advisories(cls, value: Any) -> Any:
+        return parse_advisories(value) if value is not None else ()
 
 
 WORKSPACE_FILE_PREFIXES = ("/Workspace/", "/Volumes/", "/dbfs/")
@@ -328,11 +337,13 @@ class Settings(_Frozen):
     @model_validator(mode="after")
     def _rule_sinks(self) -> Settings:
         names = [s.name for s in self.sinks]
-        for i, rule in enumerate(self.alerts.rules):
+        rules = [(f"alerts.rules.{i}", r) for i, r in enumerate(self.alerts.rules)]
+        rules += [(f"alerts.advisories.{i}", r) for i, r in enumerate(self.alerts.advisories)]
+        for key, rule in rules:
             unknown = [n for n in rule.sinks if n not in names]
             if unknown:
                 raise ConfigError(
-                    f"alerts.rules.{i}.sinks", f"names of sinks configured under sinks: ({', '.join(names) or 'none'})",
+                    f"{key}.sinks", f"names of sinks configured under sinks: ({', '.join(names) or 'none'})",
                     ", ".join(unknown),
                 )
         return self

@@ -60,6 +60,7 @@ from pyspark.sql import functions as F
 from gatewatch.errors import ConfigError
 from gatewatch.schemas import ALERT_DELIVERIES, ALERT_OUTBOX, ALERTS
 from gatewatch.settings import Settings
+from gatewatch.alerts.advise import Advisor
 from gatewatch.alerts.rules import AlertRule, RatioCondition
 from gatewatch.streams import outputs as out
 from gatewatch.streams.batch import BatchContext, utc_now
@@ -212,6 +213,7 @@ class Alerting:
         self.record_lock = threading.Lock()  # one batch records at a time
         self.session = spark.newSession()  # the recording's and the state writer's session
         self.state = StateWriter(self.session, self.tables["alerts"])
+        self.advisor = Advisor(settings, self.tables, clock=clock)  # advisory rules, on the delivery tick
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
@@ -361,7 +363,7 @@ class Alerting:
             measures = D.measures_from_cells(rule, cells.get(name, {}), max_time)
             transitions += D.decide(rule, measures, firing, now=now, max_time=max_time)
         for alert in self.firing.values():
-            if alert.rule not in self.rules:
+            if alert.rule not in self.rules and not self.advisor.owns(alert):
                 transitions.append(D.resolve(None, alert, None, now=now, max_time=max_time))
         return transitions
 
@@ -488,6 +490,7 @@ class Alerting:
     def _tick(self, session: SparkSession, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
+                self.advisor.tick(self, session)
                 if self.courier.due(self.firing):
                     self.deliver(session, safe=True)
             except Exception as err:  # noqa: BLE001 - keep the ticker alive

@@ -167,6 +167,39 @@ class AlertRule(_Frozen):
         return duration_seconds(self.watermark)
 
 
+class IdleEntityRule(_Frozen):
+    """An advisory rule: served entities that stay provisioned and billed for no traffic (``alerts.advisories``).
+
+    Per endpoint, a served entity is idle when the endpoint's configuration
+    gives it 0% of the traffic, without scale-to-zero, and the inference
+    table holds no request for it over ``window``. Its alert (one dedup key
+    per endpoint and entity) fires once and resolves when the entity is gone
+    from the configuration or gets traffic. ``endpoints`` limits the check
+    (default: every endpoint in the requests table).
+    """
+
+    type: Literal["idle_served_entity"] = "idle_served_entity"
+    name: str = Field("idle_served_entity", pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=120)
+    description: str = ""
+    window: str = "24 hours"
+    endpoints: tuple[str, ...] = ()
+    severity: Literal["critical", "error", "warning", "info"] = "info"
+    sinks: tuple[str, ...] = ()
+    links: tuple[RuleLink, ...] = ()
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if duration_seconds(value) <= 0:
+            raise ValueError("a duration longer than zero")
+        return value
+
+    @property
+    def window_s(self) -> int:
+        """The window length in seconds."""
+        return duration_seconds(self.window)
+
+
 class _RuleError(Exception):
     """A rule-level consistency problem, turned into a ``ConfigError`` with the rule's key."""
 
@@ -178,6 +211,36 @@ class _RuleError(Exception):
 _RULE = TypeAdapter(AlertRule)
 
 
+def _validate(adapter: TypeAdapter, item: Any, prefix: str, i: int) -> Any:
+    """One rule mapping validated by ``adapter``; a problem names its dotted key."""
+    try:
+        return adapter.validate_python(item)
+    except _RuleError as err:
+        raise ConfigError(f"{prefix}.{i}.{err.key}", err.expected, err.got) from None
+    except ValidationError as err:
+        errors = err.errors()
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        parts = [str(p) for p in first["loc"]]
+        if len(parts) > 1 and parts[0] == "condition" and parts[1] in CONDITION_TYPES:
+            del parts[1]
+        key = ".".join([prefix, str(i), *parts])
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(key, "no such key: remove or rename it") from None
+        if first["type"] == "missing":
+            raise ConfigError(key, "a value (it is required)") from None
+        message = re.sub(r"^value error, ", "", first["msg"], flags=re.IGNORECASE)
+        got = first.get("input") if not isinstance(first.get("input"), dict) else None
+        raise ConfigError(key, message[:1].lower() + message[1:], got) from None
+
+
+def _unique_names(rules: tuple[Any, ...], prefix: str) -> tuple[Any, ...]:
+    names = [r.name for r in rules]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise ConfigError(f"{prefix}.{i}.name", "a name no other rule has", name)
+    return rules
+
+
 def parse_rules(data: Any, prefix: str = "alerts.rules") -> tuple[AlertRule, ...]:
     """Validate a list of rule mappings, naming the first bad key (``alerts.rules.2.window``).
 
@@ -186,31 +249,26 @@ def parse_rules(data: Any, prefix: str = "alerts.rules") -> tuple[AlertRule, ...
     """
     if isinstance(data, (AlertRule, dict)) or not isinstance(data, (list, tuple)):
         raise ConfigError(prefix, "a list of rules", type(data).__name__)
-    rules: list[AlertRule] = []
+    rules = tuple(item if isinstance(item, AlertRule) else _validate(_RULE, item, prefix, i)
+                  for i, item in enumerate(data))
+    return _unique_names(rules, prefix)
+
+
+_IDLE_RULE = TypeAdapter(IdleEntityRule)
+ADVISORY_TYPES = ("idle_served_entity",)
+
+
+def parse_advisories(data: Any, prefix: str = "alerts.advisories") -> tuple[IdleEntityRule, ...]:
+    """Validate a list of advisory rules (``type: idle_served_entity``), naming the first bad key.
+
+    Raises:
+        ConfigError: with the dotted key of the first problem and the reason.
+    """
+    if isinstance(data, (IdleEntityRule, dict)) or not isinstance(data, (list, tuple)):
+        raise ConfigError(prefix, "a list of advisory rules", type(data).__name__)
+    rules = []
     for i, item in enumerate(data):
-        if isinstance(item, AlertRule):
-            rules.append(item)
-            continue
-        try:
-            rules.append(_RULE.validate_python(item))
-        except _RuleError as err:
-            raise ConfigError(f"{prefix}.{i}.{err.key}", err.expected, err.got) from None
-        except ValidationError as err:
-            errors = err.errors()
-            first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-            parts = [str(p) for p in first["loc"]]
-            if len(parts) > 1 and parts[0] == "condition" and parts[1] in CONDITION_TYPES:
-                del parts[1]
-            key = ".".join([prefix, str(i), *parts])
-            if first["type"] == "extra_forbidden":
-                raise ConfigError(key, "no such key: remove or rename it") from None
-            if first["type"] == "missing":
-                raise ConfigError(key, "a value (it is required)") from None
-            message = re.sub(r"^value error, ", "", first["msg"], flags=re.IGNORECASE)
-            got = first.get("input") if not isinstance(first.get("input"), dict) else None
-            raise ConfigError(key, message[:1].lower() + message[1:], got) from None
-    names = [r.name for r in rules]
-    for i, name in enumerate(names):
-        if names.index(name) != i:
-            raise ConfigError(f"{prefix}.{i}.name", "a name no other rule has", name)
-    return tuple(rules)
+        if isinstance(item, dict) and item.get("type", ADVISORY_TYPES[0]) not in ADVISORY_TYPES:
+            raise ConfigError(f"{prefix}.{i}.type", f"one of {', '.join(ADVISORY_TYPES)}", item.get("type"))
+        rules.append(item if isinstance(item, IdleEntityRule) else _validate(_IDLE_RULE, item, prefix, i))
+    return _unique_names(tuple(rules), prefix)

@@ -126,6 +126,43 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    """``gatewatch validate``: the shipped and candidate parsers on a snapshot; exit 1 on an unaccepted change."""
+    from pathlib import Path
+
+    from gatewatch.cli.validation import format_report
+    from gatewatch.quarantine.validate import validate
+    from gatewatch.streams.spark import build_spark
+
+    settings = _settings(args)
+    spark = build_spark(settings.spark, app_name="gatewatch-validate")
+    report = validate(spark, settings, candidates=args.parsers or (), version=args.version,
+                      timestamp=args.timestamp, sample=args.sample, accept=args.accept or ())
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(report.to_json() + "\n")
+    return 0 if report.passed else 1
+
+
+def _cmd_advise(args: argparse.Namespace) -> int:
+    """``gatewatch advise``: the idle served entities now, one lookup per endpoint."""
+    from gatewatch.alerts.advise import Advisor, sdk_lookup
+    from gatewatch.cli.deploy import workspace_client
+    from gatewatch.cli.validation import format_idle
+    from gatewatch.streams import outputs
+    from gatewatch.streams.spark import build_spark
+
+    settings = _settings(args)
+    lookup = sdk_lookup(workspace_client())
+    spark = build_spark(settings.spark, app_name="gatewatch-advise")
+    o = settings.output
+    tables = {"requests": outputs.table(o, o.requests_table), "quarantine": outputs.table(o, o.quarantine_table)}
+    advisor = Advisor(settings, tables, lookup=lookup)
+    found = [i for rule in advisor.rules.values() for i in advisor.idle(spark, rule, advisor.clock())[0]]
+    print(format_idle(found))
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
@@ -220,6 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
     _output(rp)
     _common(rp)
     rp.set_defaults(func=_cmd_replay)
+
+    va = sub.add_parser("validate", help="compare the shipped and candidate parsers on a snapshot of a source table")
+    va.add_argument("--source", action="append", metavar="TABLE", help="the inference table (Delta path or catalog table)")
+    at = va.add_mutually_exclusive_group()
+    at.add_argument("--version", type=int, metavar="N", help="the table version to read (default: the latest)")
+    at.add_argument("--timestamp", metavar="T", help="the table as of this time, e.g. 2026-11-30T08:00:00Z")
+    va.add_argument("--sample", type=int, metavar="N", help="compare N rows (the same N on every run) instead of all")
+    va.add_argument("--parsers", action="append", metavar="MODULE", help="a candidate parser module or .py file, "
+                    "loaded on top of the shipped parsers (repeatable)")
+    va.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    va.add_argument("--accept", action="append", metavar="ID", help="a change that is intended (an id of the "
+                    "report, or all; repeatable): it does not fail the run")
+    _common(va)
+    va.set_defaults(func=_cmd_validate)
+
+    ad = sub.add_parser("advise", help="list served entities kept provisioned with no traffic, and how to remove them")
+    _output(ad)
+    _common(ad)
+    ad.set_defaults(func=_cmd_advise)
 
     status = sub.add_parser("status", help="each source of a running or the last job: state, last batch, lag")
     status.add_argument("--checkpoint-root", "--checkpoint", dest="checkpoint", metavar="DIR",
