@@ -201,9 +201,10 @@ class SparkTasks:
     def _poll(self) -> None:
         tracker = self.spark.sparkContext.statusTracker()
         seen: dict[int, tuple[int, int]] = {}
-        while not self._stop.wait(self.poll_s):
+        while True:
+            stopping = self._stop.wait(self.poll_s)
             active = tracker.getActiveStageIds()
-            for stage_id in active:
+            for stage_id in {*seen, *active}:  # finished stages too: their last tasks count
                 info = tracker.getStageInfo(stage_id)
                 if info is not None:
                     seen[stage_id] = (info.numCompletedTasks, info.numTasks)
@@ -211,6 +212,8 @@ class SparkTasks:
             self.total_tasks = sum(t for _, t in seen.values())
             self.progress.update(self.task, completed=self.done_tasks, total=max(self.total_tasks, 1),
                                  step=f"{len(seen)} Spark stages" + (f", stage {max(active)} running" if active else ""))
+            if stopping:
+                return
 
     def __enter__(self) -> SparkTasks:
         self.progress.start()
@@ -220,7 +223,7 @@ class SparkTasks:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.progress.update(self.task, completed=self.total_tasks, step="done")
+        self.progress.update(self.task, step="done")
         self.progress.stop()
 
 
