@@ -86,7 +86,8 @@ def plan_source(spark: Any, source: SourceSettings, resume_after: int | None) ->
 
     from gatewatch.streams.source import is_path
 
-    table = DeltaTable.forPath(spark, source.table) if is_path(source.table) else DeltaTable.forName(spark, source.table)
+    path = is_path(source.table)
+    table = DeltaTable.forPath(spark, source.table) if path else DeltaTable.forName(spark, source.table)
     history = sorted((r["version"], r["operation"], r["operationMetrics"])
                      for r in table.history().select("version", "operation", "operationMetrics").collect())
     latest = history[-1][0] if history else 0
@@ -210,8 +211,9 @@ class SparkTasks:
                     seen[stage_id] = (info.numCompletedTasks, info.numTasks)
             self.done_tasks = sum(d for d, _ in seen.values())
             self.total_tasks = sum(t for _, t in seen.values())
+            running = f", stage {max(active)} running" if active else ""
             self.progress.update(self.task, completed=self.done_tasks, total=max(self.total_tasks, 1),
-                                 step=f"{len(seen)} Spark stages" + (f", stage {max(active)} running" if active else ""))
+                                 step=f"{len(seen)} Spark stages{running}")
             if stopping:
                 return
 

@@ -39,7 +39,8 @@ h1 { margin: 0 0 4px; font-size: 24px; }
 .kpi .label { color: #6b7280; font-size: 13px; }
 .kpi .value { font-size: 26px; font-weight: 600; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 16px; }
-section { min-width: 0; overflow-x: auto; background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 12px 16px; }
+section { min-width: 0; overflow-x: auto; background: #fff; border: 1px solid #e5e7eb; border-radius: 8px;
+          padding: 12px 16px; }
 section h2 { font-size: 16px; margin: 0 0 8px; }
 table { border-collapse: collapse; font-size: 13px; width: 100%; }
 th, td { border-bottom: 1px solid #e5e7eb; padding: 4px 8px; text-align: left; }
