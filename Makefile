@@ -17,7 +17,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(DEPS): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[local,test]"
+	$(BIN)/pip install -q -e ".[local,test,report]"
 	touch $(DEPS)
 
 install: $(DEPS)

@@ -192,6 +192,13 @@ class SinkError(GatewatchError):
     """An alert sink is misconfigured."""
 
 
+class MissingExtraError(GatewatchError):
+    """A command needs an optional dependency that is not installed."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f"{what} needs the '{extra}' extra: pip install 'gatewatch[{extra}]'")
+
+
 class DeployError(GatewatchError):
     """The workspace refused to create or update the gatewatch job."""
 

@@ -258,6 +258,28 @@ class EmailSettings(_Frozen):
         return value
 
 
+class DashboardSettings(_Frozen):
+    """The AI/BI dashboard ``gatewatch deploy`` creates or updates next to the job (views/dashboard.py).
+
+    Deployed when ``warehouse_id`` (the SQL warehouse its datasets run on)
+    is set; named ``name``, else after the job, in the workspace folder
+    ``parent_path``.
+    """
+
+    warehouse_id: str | None = Field(None, min_length=1)
+    name: str | None = Field(None, min_length=1, max_length=4096)
+    parent_path: str | None = None
+    embed_credentials: bool = False
+
+    @field_validator("parent_path")
+    @classmethod
+    def _parent_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("/Workspace/", "/Users/", "/Shared/")):
+            raise _deploy_error("dashboard.parent_path", "a workspace folder: /Workspace/..., /Users/... or "
+                                "/Shared/...", value)
+        return value
+
+
 class DeploySettings(_Frozen):
     """The Databricks job ``gatewatch deploy`` creates or updates (ignored by ``run``).
 
@@ -280,6 +302,7 @@ class DeploySettings(_Frozen):
     tags: dict[str, str] = Field(default_factory=dict)
     email_notifications: EmailSettings = EmailSettings()
     run_args: tuple[str, ...] = ()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @field_validator("config_path")
     @classmethod

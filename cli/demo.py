@@ -149,6 +149,10 @@ def run_demo(
         summary["alerts"] = _alert_phase(spark, root, job, seed, rows_per_commit, inserted, say)
     finally:
         job.stop()
+    from gatewatch.views.report import write_report
+
+    summary["report"] = str(write_report(settings, root / "report.html", spark=spark))
+    say(f"\nReport (charts of the output tables, opens offline): {summary['report']}")
     return summary
 
 

@@ -280,3 +280,21 @@ def deploy(settings: Settings, client: WorkspaceClient | None, dry_run: bool = F
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def dashboard_next_to_job(settings: Settings, client: WorkspaceClient | None, job: str,
+                          dry_run: bool = False) -> Any:
+    """The AI/BI dashboard over the outputs, deployed with the job when ``deploy.dashboard.warehouse_id`` is set.
+
+    Returns:
+        ``None`` without a warehouse; with ``dry_run`` the plan as a dict (contacting no workspace); else the
+        ``DashboardResult`` (created or updated, then published).
+    """
+    from gatewatch.views.dashboard import deploy_dashboard, plan
+
+    if settings.deploy.dashboard.warehouse_id is None:
+        log.info("deploy.no_dashboard", hint="set deploy.dashboard.warehouse_id to deploy the dashboard")
+        return None
+    if dry_run or client is None:
+        return plan(settings, job).as_dict()
+    return deploy_dashboard(settings, client, job)

@@ -40,6 +40,7 @@ def _settings(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from gatewatch.cli.progress import live_run
     from gatewatch.errors import ConfigError
     from gatewatch.streams.job import Job
     from gatewatch.streams.spark import build_spark
@@ -48,12 +49,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not settings.sources:
         raise ConfigError("sources", "at least one source table (--source or sources: in the config)")
     spark = build_spark(settings.spark)
-    job = Job(spark, settings).start()
-    try:
-        job.wait()
-    except KeyboardInterrupt:
-        job.stop()
-        raise
+    with live_run(spark, settings, args.log_format) as on_metrics:  # a terminal: live progress
+        job = Job(spark, settings, on_metrics=on_metrics).start()
+        try:
+            job.wait()
+        except KeyboardInterrupt:
+            job.stop()
+            raise
     return 0
 
 
@@ -98,13 +100,15 @@ def _ts(value) -> str:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from gatewatch.cli.progress import live_tasks
     from gatewatch.quarantine.replay import replay
     from gatewatch.cli.tables import format_table
     from gatewatch.streams.spark import build_spark
 
     settings = _settings(args)
     spark = build_spark(settings.spark, app_name="gatewatch-replay")
-    result = replay(spark, settings, dry_run=args.dry_run, fingerprint=args.fingerprint, reason=args.reason)
+    with live_tasks(spark, "replay"):  # a terminal: Spark tasks done, live
+        result = replay(spark, settings, dry_run=args.dry_run, fingerprint=args.fingerprint, reason=args.reason)
     if not result.considered:
         print("No open quarantined rows match.")
         return 0
@@ -163,6 +167,15 @@ def _cmd_advise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from gatewatch.views.report import write_report
+
+    settings = _settings(args)
+    path = write_report(settings, args.html, since=args.since, until=args.until, endpoints=args.endpoint or ())
+    print(f"Report written to {path}")
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
@@ -196,7 +209,7 @@ def _cmd_alerts_deliver(args: argparse.Namespace) -> int:
 def _cmd_deploy(args: argparse.Namespace) -> int:
     import structlog
 
-    from gatewatch.cli.deploy import deploy, workspace_client
+    from gatewatch.cli.deploy import dashboard_next_to_job, deploy, workspace_client
 
     settings = _settings(args)
     elsewhere = [item.split("=", 1)[0] for item in args.set or [] if not item.startswith(("deploy.", "trigger.mode="))]
@@ -208,11 +221,18 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     if args.dry_run:
         result = deploy(settings, None, dry_run=True)
         print(json.dumps(result.settings, sort_keys=True, indent=2))
+        board = dashboard_next_to_job(settings, None, result.name, dry_run=True)
+        if board is not None:  # a second JSON document: the dashboard
+            print(json.dumps(board, sort_keys=True, indent=2))
         return 0
     client = workspace_client()
     result = deploy(settings, client)
     host = (client.config.host or "").rstrip("/")
     print(f"{result.action} job {result.job_id} '{result.name}'" + (f": {host}/jobs/{result.job_id}" if host else ""))
+    board = dashboard_next_to_job(settings, client, result.name)
+    if board is not None:
+        print(f"{board.action} and published dashboard {board.dashboard_id} '{board.display_name}'"
+              + (f" ({board.path})" if board.path else ""))
     return 0
 
 
@@ -277,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ad)
     ad.set_defaults(func=_cmd_advise)
 
+    rpt = sub.add_parser("report", help="the dashboard's views as one self-contained HTML page")
+    _output(rpt)
+    rpt.add_argument("--html", metavar="FILE", required=True, help="the page to write")
+    rpt.add_argument("--since", metavar="WHEN", help="from: 24h, 7d, ... before now, or an ISO date (default: all)")
+    rpt.add_argument("--until", metavar="WHEN", help="to (exclusive): the same forms (default: now)")
+    rpt.add_argument("--endpoint", action="append", metavar="E", help="only this endpoint (repeatable)")
+    _common(rpt)
+    rpt.set_defaults(func=_cmd_report)
+
     status = sub.add_parser("status", help="each source of a running or the last job: state, last batch, lag")
     status.add_argument("--checkpoint-root", "--checkpoint", dest="checkpoint", metavar="DIR",
                         help="the job's checkpoint root (default: from the config)")
@@ -298,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(deploy.config_path)")
     dp.add_argument("--name", metavar="JOB_NAME", help="the job's name (deploy.name; default gatewatch-<config name>)")
     dp.add_argument("--compute", choices=("cluster", "serverless"), help="a job cluster or serverless (deploy.compute)")
-    dp.add_argument("--dry-run", action="store_true", help="print the job settings as JSON; contact no workspace")
+    dp.add_argument("--dry-run", action="store_true", help="print the job settings as JSON (then the dashboard's, "
+                    "with deploy.dashboard.warehouse_id set); contact no workspace")
     _common(dp)
     dp.set_defaults(func=_cmd_deploy)
 

@@ -1,0 +1,1 @@
+"""Pictures of the outputs: the dashboard's and report's SQL (queries), the AI/BI dashboard, the HTML report."""
