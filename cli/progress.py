@@ -162,10 +162,17 @@ class RunProgress:
 
     def __call__(self, metrics: Mapping[str, Any]) -> None:
         """A micro-batch's figures (``source``, ``rows``, ``skipped_change_types``): advance its source."""
-        name = metrics.get("source")
+        per_source = metrics.get("sources")  # a query of several sources: each one's own figures
+        if per_source:
+            for name, own in per_source.items():
+                self._advance(name, int(own.get("rows") or 0) + int(own.get("skipped") or 0))
+            return
+        self._advance(metrics.get("source"),
+                      int(metrics.get("rows") or 0) + sum((metrics.get("skipped_change_types") or {}).values()))
+
+    def _advance(self, name: str | None, done_now: int) -> None:
         if name not in self.plans:
             return
-        done_now = int(metrics.get("rows") or 0) + sum((metrics.get("skipped_change_types") or {}).values())
         with self.lock:
             self.rows[name] += done_now
             plan = self.plans[name]

@@ -287,12 +287,13 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
 
 
 def _per_source(ctx: BatchContext, processed: list, grouped: list) -> dict[str, dict[str, int]]:
-    """Rows, requests and quarantined rows of each source the batch read (a query of several sources)."""
-    figures = {name: {"rows": 0, "requests": 0, "quarantined": 0} for name in ctx.source_names.values()}
+    """Rows, requests, quarantined and skipped rows (deletes, pre-images) of each source the batch read."""
+    figures = {name: {"rows": 0, "requests": 0, "quarantined": 0, "skipped": 0} for name in ctx.source_names.values()}
     for r in grouped:
         name = ctx.source_names.get(r["source_table"], r["source_table"])
-        f = figures.setdefault(name, {"rows": 0, "requests": 0, "quarantined": 0})
+        f = figures.setdefault(name, {"rows": 0, "requests": 0, "quarantined": 0, "skipped": 0})
         if r["_change_type"] not in PROCESSED_CHANGE_TYPES:
+            f["skipped"] += r["n"]
             continue
         f["rows"] += r["n"]
         f["requests" if r["outcome"] is not None else "quarantined"] += r["n"]

@@ -53,6 +53,17 @@ def test_the_bars_show_versions_rows_and_rate_as_batches_land() -> None:
     assert "250/300" in text and "v1..2 of 3" in text and "rows/s" in text
 
 
+def test_a_batch_of_several_sources_moves_each_sources_bar_by_its_own_rows() -> None:
+    """A query reading two tables reports each one's rows under ``sources``: each bar moves by its own."""
+    plans = [SourcePlan("chat", start=1, latest=1, versions=[1], cumulative=[100]),
+             SourcePlan("support", start=1, latest=1, versions=[1], cumulative=[60])]
+    console = Console(file=io.StringIO(), force_terminal=True, width=160, color_system=None)
+    with RunProgress(plans, console=console) as display:
+        display({"source": "sources", "rows": 70,
+                 "sources": {"chat": {"rows": 40, "skipped": 5}, "support": {"rows": 25, "skipped": 0}}})
+    assert display.rows == {"chat": 45, "support": 25}
+
+
 def test_no_display_off_a_terminal_or_on_a_continuous_run(tmp_path) -> None:
     """A pipe, or a processing-time run, gets no bars: the job keeps its JSON lines."""
     settings = Settings(sources=(SourceSettings(table=str(tmp_path / "t")),),
