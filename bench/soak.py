@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 OUTPUTS = ("requests", "quarantine", "token_usage_events", "safety_events", "alerts", "alert_outbox")
@@ -64,16 +65,19 @@ def _pct(values: list[float], q: float) -> float:
 
 def _landed(out: Path) -> dict[tuple[str, int], float]:
     """When each source commit first reached requests: (source table, source version) -> requests commit time."""
-    import pyarrow.compute as pc
+    import pyarrow as pa
     from deltalake import DeltaTable
 
-    feed = DeltaTable(str(out / "requests")).load_cdf(
+    feed = pa.table(DeltaTable(str(out / "requests")).load_cdf(
         starting_version=0, columns=["source_table", "source_commit_version", "_change_type", "_commit_timestamp"]
-    ).read_all()
-    feed = feed.filter(pc.equal(feed.column("_change_type"), "insert"))
+    ).read_all())
     first: dict[tuple[str, int], float] = {}
-    for table, version, at in zip(feed.column("source_table").to_pylist(), feed.column("source_commit_version").to_pylist(),
-                                  feed.column("_commit_timestamp").to_pylist()):
+    for change, table, version, at in zip(feed.column("_change_type").to_pylist(),
+                                          feed.column("source_table").to_pylist(),
+                                          feed.column("source_commit_version").to_pylist(),
+                                          feed.column("_commit_timestamp").to_pylist()):
+        if change != "insert":
+            continue
         t = at.timestamp()
         key = (table, int(version))
         if key not in first or t < first[key]:
@@ -82,13 +86,14 @@ def _landed(out: Path) -> dict[tuple[str, int], float]:
 
 
 def _ids(out: Path) -> Counter:
+    import pyarrow as pa
     from deltalake import DeltaTable
 
     seen: Counter = Counter()
     for name in ("requests", "quarantine"):
         path = out / name
         if path.exists():
-            col = DeltaTable(str(path)).to_pyarrow_table(columns=["databricks_request_id"]).column(0)
+            col = pa.table(DeltaTable(str(path)).to_pyarrow_table(columns=["databricks_request_id"])).column(0)
             seen.update(col.to_pylist())
     return seen
 
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     from gatewatch.traffic import generate as traffic
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="gatewatch-soak-"))
-    spark = build_spark(SparkSettings(master="local[1]", shuffle_partitions=1, driver_memory="1g"),
+    spark = build_spark(SparkSettings(master="local[2]", shuffle_partitions=1, driver_memory="2g"),
                         app_name="soak-traffic")
     tables = [work / f"endpoint{k}" for k in range(args.sources)]
     for t in tables:
@@ -135,25 +140,48 @@ def main(argv: list[str] | None = None) -> None:
     job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
     print(f"job pid {job.pid}, log {log_path}, work {work}", flush=True)
 
+    rounds = int(args.minutes * 60 / args.every) + 1
+    print(f"generating {rounds} rounds x {args.sources} sources x {args.rows} rows ...", flush=True)
+    planned = [[[g.row for g in traffic.generate(args.rows, seed=args.seed + 100_000 * k + r,
+                                                 endpoints=(f"endpoint-{k}",))]
+                for k in range(args.sources)] for r in range(rounds)]
+    status = work / "ckpt" / "_status.json"
+    wait_until = time.time() + 600
+    while time.time() < wait_until:  # traffic starts once every source's query runs
+        if job.poll() is not None:
+            sys.exit(f"the job ended early ({job.returncode}); see {log_path}")
+        try:
+            states = [s["state"] for s in json.loads(status.read_text())["sources"].values()]
+        except (OSError, ValueError, KeyError):
+            states = []
+        if states and all(state == "running" for state in states):
+            break
+        time.sleep(0.5)
+    print("job running; traffic starts", flush=True)
     inserted: set[str] = set()
     committed: dict[tuple[str, int], float] = {}
+    pool = ThreadPoolExecutor(max_workers=args.sources, thread_name_prefix="soak-writer")
     started = time.time()
     deadline = started + args.minutes * 60
     round_no = 0
+    late = 0
     try:
-        while time.time() < deadline:
+        while time.time() < deadline and round_no < rounds:
             began = time.time()
-            for k, t in enumerate(tables):
-                generated = traffic.generate(args.rows, seed=args.seed + 100_000 * k + round_no,
-                                             endpoints=(f"endpoint-{k}",))
-                traffic.write_rows(spark, str(t), [g.row for g in generated])
-                inserted |= {g.row["databricks_request_id"] for g in generated}
+            writes = [pool.submit(traffic.write_rows, spark, str(t), planned[round_no][k])
+                      for k, t in enumerate(tables)]
+            for w in writes:
+                w.result()
+            for rows in planned[round_no]:
+                inserted |= {r["databricks_request_id"] for r in rows}
             round_no += 1
             if job.poll() is not None:
                 sys.exit(f"the job ended early ({job.returncode}); see {log_path}")
             if round_no % 12 == 0:
                 print(f"  {round_no} rounds, {len(inserted):,} rows, {time.time() - started:.0f}s", flush=True)
-            time.sleep(max(0.0, args.every - (time.time() - began)))
+            spare = args.every - (time.time() - began)
+            late += spare < 0
+            time.sleep(max(0.0, spare))
         stopped = time.time()
         for t in tables:  # every source commit and its time, from each table's history
             for h in DeltaTable(str(t)).history():
@@ -178,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(job.pid, signal.SIGKILL)
         log.close()
+        pool.shutdown()
         spark.stop()
 
     landed = _landed(work / "out")
@@ -196,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
                 batches.append(event)
     print(f"\nSoak: {args.sources} sources x {args.rows} rows every {args.every:g}s for {args.minutes:g} min, "
           f"trigger {args.trigger}, 2 cores")
-    print(f"  source commits {len(committed):,}, landed {len(lat):,}; rows inserted {len(inserted):,}")
+    print(f"  source commits {len(committed):,}, landed {len(lat):,}; rows inserted {len(inserted):,}; "
+          f"rounds {round_no} ({late} took longer than --every to write)")
     print(f"  exact count: {missing} missing, {duplicated} duplicated")
     for label, values in (("first third", first), ("last third", last), ("whole run", [v for _, v in lat])):
         if values:
