@@ -63,7 +63,9 @@ def _response_usage(p: Payload) -> dict | None:
 def _stream_usage(p: Payload) -> dict | None:
     """Usage of a streamed call: the last chunk or event that carries it (running totals)."""
     for chunk in reversed(p.chunks or ()):
-        usage = V.first(V.obj(chunk, "usage"), V.obj(chunk, "response", "usage"))
+        usage = V.key(chunk, "usage")
+        if type(usage) is not dict:
+            usage = V.obj(chunk, "response", "usage")
         if usage is not None:
             return usage
     return None
@@ -82,12 +84,14 @@ def model(row: Row) -> str | None:
     ``"model": ""`` ahead of and between the chunks that name the model.
     """
     p = row.payload
-    return V.first(
-        V.name(p.resp, "model"),
-        V.first_of(V.first(V.name(c, "model"), V.name(c, "response", "model")) for c in p.chunks or ()),
-        V.first_of(V.name(o, "model") for o in p.trace_outputs),
-        V.first_of(V.name(V.parse(V.text(s, "attributes", "model"))) for s in p.spans),
-    )
+    found = V.name(p.resp, "model")
+    if found is None and p.chunks:
+        found = V.first_of(V.name(c, "model") or V.name(c, "response", "model") for c in p.chunks)
+    if found is None and p.trace_outputs:
+        found = V.first_of(V.name(o, "model") for o in p.trace_outputs)
+    if found is None and p.spans:
+        found = V.first_of(V.name(V.parse(V.text(s, "attributes", "model"))) for s in p.spans)
+    return found
 
 
 def finish_reason(row: Row, *, last: bool) -> str | None:

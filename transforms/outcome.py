@@ -46,17 +46,19 @@ class Classified:
 
 def _is_chat_frame(c: Any) -> bool:
     """A chat-completion chunk: has ``choices``, a chunk ``object``, or prompt filter results."""
+    if type(c) is not dict:
+        return False
     return (
-        V.items(c, "choices") is not None
-        or V.text(c, "object") in _CHUNK_OBJECTS
-        or V.items(c, "prompt_filter_results") is not None
-        or V.items(c, "prompt_annotations") is not None
+        type(c.get("choices")) is list
+        or c.get("object") in _CHUNK_OBJECTS
+        or type(c.get("prompt_filter_results")) is list
+        or type(c.get("prompt_annotations")) is list
     )
 
 
 def _is_agent_frame(c: Any) -> bool:
     """An MLflow ChatAgent response (``messages``) or one of its stream chunks (``delta``)."""
-    return V.items(c, "messages") is not None or V.obj(c, "delta") is not None
+    return type(c) is dict and (type(c.get("messages")) is list or type(c.get("delta")) is dict)
 
 
 def _is_embeddings(c: Any) -> bool:
@@ -66,13 +68,13 @@ def _is_embeddings(c: Any) -> bool:
 
 
 def _is_responses_event(c: Any) -> bool:
-    kind = V.text(c, "type")
-    return kind is not None and kind.startswith("response.")
+    kind = V.key(c, "type")
+    return type(kind) is str and kind.startswith("response.")
 
 
 def _is_error_frame(c: Any) -> bool:
     """A stream's error frame: a Responses ``error`` event, or a chat chunk ``{"error": {...}}``."""
-    return V.text(c, "type") == "error" or V.obj(c, "error") is not None
+    return type(c) is dict and (c.get("type") == "error" or type(c.get("error")) is dict)
 
 
 def _shape(p: Payload) -> str:
@@ -119,12 +121,13 @@ def _all_flags(p: Payload) -> list[V.Flag]:
 def _finish_reasons(p: Payload) -> list[str]:
     frames = [p.resp, *(p.chunks or ()), *p.trace_outputs]
     reasons = []
+    own = p.guardrail_code is None  # a ChatAgent or policy response's own; not a guardrail verdict's
     for v in frames:
-        choices = V.items(v, "choices")
-        if choices is not None:
-            reasons += [V.text(choice, "finish_reason") for choice in choices]
-        elif p.guardrail_code is None:  # a ChatAgent or policy response's own; not a guardrail verdict's
-            reasons.append(V.text(v, "finish_reason"))
+        choices = V.key(v, "choices")
+        if type(choices) is list:
+            reasons += [V.key_text(choice, "finish_reason") for choice in choices]
+        elif own:
+            reasons.append(V.key_text(v, "finish_reason"))
     return [r for r in reasons if r is not None]
 
 
@@ -132,7 +135,7 @@ def _incomplete_reason(p: Payload) -> str | None:
     events = (
         V.text(c, "response", "incomplete_details", "reason")
         for c in p.chunks or ()
-        if V.text(c, "type") == "response.incomplete"
+        if V.key(c, "type") == "response.incomplete"
     )
     return V.first(V.text(p.resp, "incomplete_details", "reason"), V.first_of(events))
 

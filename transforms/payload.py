@@ -126,14 +126,16 @@ def _stream_error(chunks: list | None) -> dict | None:
     ``choices`` (an error raised mid-stream).
     """
     for chunk in chunks or ():
-        kind = V.text(chunk, "type")
+        if type(chunk) is not dict:
+            continue
+        kind = chunk.get("type")
         if kind == "response.failed":
             found = V.obj(chunk, "response", "error")
         elif kind == "error":
-            found = V.obj(chunk)
+            found = chunk
         else:
-            found = V.obj(chunk, "error")
-        if found is not None:
+            found = chunk.get("error")
+        if type(found) is dict:
             return found
     return None
 
@@ -144,20 +146,27 @@ def _with_message(err: dict | None) -> dict | None:
 
 
 def _provider_error(p: Payload, gw_inner: Any, exc_inner: Any) -> tuple[dict | None, str | None]:
-    """The provider's error object wherever it sits (the first place found), and that place."""
-    resp = p.resp
-    candidates = (
-        ("gateway", lambda: V.first(V.obj(gw_inner, "external_model_error", "error"), V.obj(gw_inner, "error"),
-                                    _with_message(V.obj(gw_inner, "external_model_error")))),
-        ("stream_event", lambda: _stream_error(p.chunks)),
-        ("responses", lambda: V.obj(resp, "error") if V.text(resp, "status") == "failed" else None),
-        ("provider", lambda: V.obj(resp, "error")),
-        ("trace_exception", lambda: V.first(V.obj(exc_inner, "external_model_error", "error"), V.obj(exc_inner, "error"))),
-    )
-    for origin, find in candidates:
-        found = find()
+    """The provider's error object wherever it sits (the first place found), and that place.
+
+    The places, in order: ``gateway`` (the gateway body's inner JSON),
+    ``stream_event``, ``responses`` (a ``failed`` Responses object's
+    ``error``), ``provider`` (a bare ``error`` body) and ``trace_exception``.
+    """
+    if gw_inner is not None:
+        found = V.first(V.obj(gw_inner, "external_model_error", "error"), V.obj(gw_inner, "error"),
+                        _with_message(V.obj(gw_inner, "external_model_error")))
         if found is not None:
-            return found, origin
+            return found, "gateway"
+    found = _stream_error(p.chunks)
+    if found is not None:
+        return found, "stream_event"
+    found = V.key(p.resp, "error")
+    if type(found) is dict:
+        return found, "responses" if V.key_text(p.resp, "status") == "failed" else "provider"
+    if exc_inner is not None:
+        found = V.first(V.obj(exc_inner, "external_model_error", "error"), V.obj(exc_inner, "error"))
+        if found is not None:
+            return found, "trace_exception"
     return None, None
 
 
@@ -218,7 +227,8 @@ def read_payloads(request: str | None, response: str | None) -> Payload:
     resp = p.resp
     if isinstance(resp, list):
         p.chunks = resp
-    p.spans = V.items(resp, *_TRACE, "data", "spans") or []
+    if type(resp) is dict and "databricks_output" in resp:
+        p.spans = V.items(resp, *_TRACE, "data", "spans") or []
     for span in p.spans:
         output = V.parse(V.text(span, "attributes", "mlflow.spanOutputs"))
         if output is not None:

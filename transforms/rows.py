@@ -46,6 +46,7 @@ PARSE_OUTPUT = StructType(
 """The columns the parse adds; ``_req_invalid``/``_resp_invalid`` say a payload was present but not JSON."""
 
 _INPUT = ("request", "response", "status_code", "logging_error_codes")
+_OUTPUT_NAMES = tuple(f.name for f in PARSE_OUTPUT.fields)
 
 
 @functools.cache
@@ -79,16 +80,14 @@ def parse_values(
     ``parsers`` maps each outcome to its parser (default: those registered now).
     """
     parsers = OUTCOME_PARSERS if parsers is None else parsers
-    names = [f.name for f in PARSE_OUTPUT.fields]
-    out: dict[str, list[Any]] = {name: [] for name in names}
+    rows = []
     for request, response, status, codes in zip(requests, responses, statuses, logging_error_codes):
         payload = read_payloads(request, response)
         parsed = parse_row(Row(payload, classify(payload, status, codes), status), parsers)
         parsed["_req_invalid"] = payload.req_invalid
         parsed["_resp_invalid"] = payload.resp_invalid
-        for name in names:
-            out[name].append(parsed[name])
-    return out
+        rows.append(parsed)
+    return {name: [parsed[name] for parsed in rows] for name in _OUTPUT_NAMES}
 
 
 def parse_batch(batch: pa.RecordBatch, parsers: Mapping[str, Parser] | None = None) -> pa.RecordBatch:
