@@ -36,7 +36,9 @@ class Row:
         """
         if self.classified.layer == "guardrail":
             return None
-        usage = V.first(_stream_usage(self.payload), _response_usage(self.payload))
+        usage = _stream_usage(self.payload) if self.payload.chunks else None
+        if usage is None:
+            usage = _response_usage(self.payload)
         if usage is None:
             return None
         return {
@@ -54,10 +56,14 @@ def _response_usage(p: Payload) -> dict | None:
     when that span is the only one carrying usage: one call of an agent that
     made several is not the request's usage, so the tokens stay ``None``.
     """
-    trace_usage = V.parse(V.text(p.resp, *_TRACE_INFO, "trace_metadata", "mlflow.trace.tokenUsage"))
+    usage = V.obj(p.resp, "usage")
+    if usage is not None:
+        return usage
+    usage = V.obj(V.parse(V.text(p.resp, *_TRACE_INFO, "trace_metadata", "mlflow.trace.tokenUsage")))
+    if usage is not None:
+        return usage
     span_usages = [u for u in (V.obj(o, "usage") for o in p.trace_outputs) if u is not None]
-    only_span_usage = span_usages[0] if len(span_usages) == 1 else None
-    return V.first(V.obj(p.resp, "usage"), V.obj(trace_usage), only_span_usage)
+    return span_usages[0] if len(span_usages) == 1 else None
 
 
 def _stream_usage(p: Payload) -> dict | None:

@@ -103,19 +103,38 @@ def _shape(p: Payload) -> str:
     return "unknown"
 
 
-def _frame_flags(v: Any) -> list[V.Flag]:
-    return V.prompt_flags(v) + V.completion_flags(v)
+def _frame_flags(table: V.FlagTable, v: Any) -> None:
+    """Add one frame's prompt and completion filter results to ``table`` (``values.prompt_flags``, ``completion_flags``)."""
+    if type(v) is not dict:
+        return
+    entries = v.get("prompt_filter_results")
+    if type(entries) is not list:
+        entries = v.get("prompt_annotations")
+    if type(entries) is list:
+        for entry in entries:
+            if type(entry) is dict:
+                table.add_results(entry.get("content_filter_results"), "prompt")
+    choices = v.get("choices")
+    if type(choices) is list:
+        for choice in choices:
+            if type(choice) is dict:
+                table.add_results(choice.get("content_filter_results"), "completion")
 
 
-def _all_flags(p: Payload) -> list[V.Flag]:
-    flags = _frame_flags(p.resp)
+def _all_flags(p: Payload, policy_stage: str | None, policy_denied: bool) -> list[V.Flag]:
+    """Every safety flag the row carries, merged (``values.merge_flags``)."""
+    table = V.FlagTable()
+    _frame_flags(table, p.resp)
     for chunk in p.chunks or ():
-        flags += _frame_flags(chunk)
+        _frame_flags(table, chunk)
     for output in p.trace_outputs:
-        flags += _frame_flags(output)
+        _frame_flags(table, output)
     if p.error is not None:
-        flags += p.error["flags"]
-    return flags + p.guardrail_flags
+        table.add_flags(p.error["flags"])
+    table.add_flags(p.guardrail_flags)
+    if policy_stage is not None:
+        table.add_flags([V.policy_flag(policy_stage, policy_denied)])
+    return table.flags()
 
 
 def _finish_reasons(p: Payload) -> list[str]:
@@ -185,10 +204,7 @@ def classify(p: Payload, status_code: int | None, logging_error_codes: list | No
     shape = _shape(p)
     finish_reasons = _finish_reasons(p)
     policy_stage, policy_denied = _policy_stage(p.policy, finish_reasons)
-    flags = _all_flags(p)
-    if policy_stage is not None:
-        flags.append(V.policy_flag(policy_stage, policy_denied))
-    flags = V.merge_flags(flags)
+    flags = _all_flags(p, policy_stage, policy_denied)
     incomplete = _incomplete_reason(p)
     resp_says_stream = shape == "chunks" or V.text(p.resp, "object") == "chat.completion.chunk"
     if V.boolean(p.req, "stream") or resp_says_stream:

@@ -308,6 +308,67 @@ def _greatest(a: bool | int | None, b: bool | int | None) -> bool | int | None:
     return max(a, b)
 
 
+class FlagTable:
+    """Safety flags merged as they are found: one entry per (stage, category).
+
+    What ``merge_flags`` gives for the flags added, without building a flag
+    per frame first: Azure streams repeat every category on every annotation
+    frame, so the parse adds filter results straight into the table.
+    """
+
+    __slots__ = ("_merged",)
+
+    def __init__(self) -> None:
+        self._merged: dict[tuple[str, str], list] = {}
+
+    def add(self, stage: str, category: str, severity: str | None, filtered: bool | None,
+            detected: bool | None) -> None:
+        """Merge one flag: the worst severity, and filtered/detected if any says so."""
+        rank = _RANK.get(severity)
+        kept = self._merged.get((stage, category))
+        if kept is None:
+            self._merged[(stage, category)] = [rank, filtered, detected]
+        else:
+            kept[0] = _greatest(kept[0], rank)
+            kept[1] = _greatest(kept[1], filtered)
+            kept[2] = _greatest(kept[2], detected)
+
+    def add_flags(self, flags: list[Flag]) -> None:
+        """Merge flags already built (``Flag`` dicts)."""
+        for f in flags:
+            self.add(f["stage"], f["category"], f["severity"], f["filtered"], f["detected"])
+
+    def add_results(self, results: Any, stage: str) -> None:
+        """Merge the flags of an Azure ``content_filter_results`` object (as ``flags_from_results`` reads it)."""
+        if type(results) is not dict:
+            return
+        for category, value in results.items():
+            if type(value) is not dict:
+                continue
+            severity, filtered, detected = value.get("severity"), value.get("filtered"), value.get("detected")
+            if severity is not None:
+                severity = (severity if type(severity) is str else as_text(severity)).lower()
+            if filtered is not None and type(filtered) is not bool:
+                filtered = as_boolean(filtered)
+            if detected is not None and type(detected) is not bool:
+                detected = as_boolean(detected)
+            if severity is not None or filtered is not None or detected is not None:
+                self.add(stage, category, severity, filtered, detected)
+
+    def flags(self) -> list[Flag]:
+        """The merged flags, sorted by stage then category."""
+        return [
+            {
+                "stage": stage,
+                "category": category,
+                "severity": None if rank is None else SEVERITIES[rank],
+                "filtered": filtered,
+                "detected": detected,
+            }
+            for (stage, category), (rank, filtered, detected) in sorted(self._merged.items())
+        ]
+
+
 def merge_flags(flags: list[Flag]) -> list[Flag]:
     """One flag per (stage, category): the worst severity, and filtered/detected if any says so.
 
@@ -318,27 +379,9 @@ def merge_flags(flags: list[Flag]) -> list[Flag]:
     """
     if not flags:
         return []
-    merged: dict[tuple[str, str], list] = {}
-    for f in flags:
-        key = (f["stage"], f["category"])
-        rank = _RANK.get(f["severity"])
-        kept = merged.get(key)
-        if kept is None:
-            merged[key] = [rank, f["filtered"], f["detected"]]
-        else:
-            kept[0] = _greatest(kept[0], rank)
-            kept[1] = _greatest(kept[1], f["filtered"])
-            kept[2] = _greatest(kept[2], f["detected"])
-    return [
-        {
-            "stage": stage,
-            "category": category,
-            "severity": None if rank is None else SEVERITIES[rank],
-            "filtered": filtered,
-            "detected": detected,
-        }
-        for (stage, category), (rank, filtered, detected) in sorted(merged.items())
-    ]
+    table = FlagTable()
+    table.add_flags(flags)
+    return table.flags()
 
 
 def any_filtered(flags: list[Flag], stage: str | None = None) -> bool:
