@@ -316,10 +316,11 @@ class FlagTable:
     frame, so the parse adds filter results straight into the table.
     """
 
-    __slots__ = ("_merged",)
+    __slots__ = ("_merged", "_last")
 
     def __init__(self) -> None:
         self._merged: dict[tuple[str, str], list] = {}
+        self._last: dict[str, dict] = {}
 
     def add(self, stage: str, category: str, severity: str | None, filtered: bool | None,
             detected: bool | None) -> None:
@@ -328,10 +329,13 @@ class FlagTable:
         kept = self._merged.get((stage, category))
         if kept is None:
             self._merged[(stage, category)] = [rank, filtered, detected]
-        else:
-            kept[0] = _greatest(kept[0], rank)
-            kept[1] = _greatest(kept[1], filtered)
-            kept[2] = _greatest(kept[2], detected)
+            return
+        if rank is not None and (kept[0] is None or rank > kept[0]):
+            kept[0] = rank
+        if filtered is not None and (kept[1] is None or filtered > kept[1]):
+            kept[1] = filtered
+        if detected is not None and (kept[2] is None or detected > kept[2]):
+            kept[2] = detected
 
     def add_flags(self, flags: list[Flag]) -> None:
         """Merge flags already built (``Flag`` dicts)."""
@@ -339,9 +343,14 @@ class FlagTable:
             self.add(f["stage"], f["category"], f["severity"], f["filtered"], f["detected"])
 
     def add_results(self, results: Any, stage: str) -> None:
-        """Merge the flags of an Azure ``content_filter_results`` object (as ``flags_from_results`` reads it)."""
-        if type(results) is not dict:
+        """Merge the flags of an Azure ``content_filter_results`` object (as ``flags_from_results`` reads it).
+
+        Results equal to the last ones added for the stage are skipped: a
+        stream repeats them on every frame, and merging a flag twice changes nothing.
+        """
+        if type(results) is not dict or results == self._last.get(stage):
             return
+        self._last[stage] = results
         for category, value in results.items():
             if type(value) is not dict:
                 continue
