@@ -42,10 +42,21 @@ class Row:
         if usage is None:
             return None
         return {
-            "input": V.first(V.integer(usage, "input_tokens"), V.integer(usage, "prompt_tokens")),
-            "output": V.first(V.integer(usage, "output_tokens"), V.integer(usage, "completion_tokens")),
-            "total": V.integer(usage, "total_tokens"),
+            "input": _count(usage, "input_tokens", "prompt_tokens"),
+            "output": _count(usage, "output_tokens", "completion_tokens"),
+            "total": _count(usage, "total_tokens"),
         }
+
+
+def _count(usage: dict, *names: str) -> int | None:
+    """The first of ``names`` in a usage object that reads as an integer (``values.as_integer``)."""
+    for name in names:
+        value = usage.get(name)
+        if value is not None:
+            value = value if type(value) is int and -(2**63) <= value < 2**63 else V.as_integer(value)
+            if value is not None:
+                return value
+    return None
 
 
 def _response_usage(p: Payload) -> dict | None:

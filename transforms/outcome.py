@@ -151,12 +151,15 @@ def _finish_reasons(p: Payload) -> list[str]:
 
 
 def _incomplete_reason(p: Payload) -> str | None:
-    events = (
+    """Why a Responses call ended incomplete: the response's own reason, else a ``response.incomplete`` event's."""
+    reason = V.text(p.resp, "incomplete_details", "reason")
+    if reason is not None or not p.chunks:
+        return reason
+    return V.first_of(
         V.text(c, "response", "incomplete_details", "reason")
-        for c in p.chunks or ()
+        for c in p.chunks
         if V.key(c, "type") == "response.incomplete"
     )
-    return V.first(V.text(p.resp, "incomplete_details", "reason"), V.first_of(events))
 
 
 def _frame_has_content(c: Any) -> bool:
@@ -219,13 +222,14 @@ def classify(p: Payload, status_code: int | None, logging_error_codes: list | No
     prompt_blocked = (
         "prompt" in p.guardrail_stages
         or (policy_blocked and policy_stage == "prompt")
-        or (not guarded and (_is_filter_error(p.error) or V.any_filtered(flags, "prompt")))
+        or (not guarded and (_is_filter_error(p.error) or (bool(flags) and V.any_filtered(flags, "prompt"))))
     )
     completion_cut = (
         "completion" in p.guardrail_stages
         or (policy_blocked and policy_stage == "completion")
         or (not guarded and (
-            "content_filter" in finish_reasons or incomplete == "content_filter" or V.any_filtered(flags, "completion")
+            "content_filter" in finish_reasons or incomplete == "content_filter"
+            or (bool(flags) and V.any_filtered(flags, "completion"))
         ))
     )
     invalid = p.req_invalid or p.resp_invalid
