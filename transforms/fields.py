@@ -8,7 +8,6 @@ otherwise; a running total is read from its last chunk, never summed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from gatewatch.transforms import values as V
@@ -26,9 +25,9 @@ class Row:
     classified: Classified
     status_code: int | None
 
-    @cached_property
+    @property
     def usage(self) -> dict[str, int | None] | None:
-        """``{input, output, total}`` from the usage object the row carries, or ``None``.
+        """``{input, output, total}`` from the usage object the row carries, or ``None`` (read on each access).
 
         A call a guardrail blocked has none: a verdict's ``usage`` counts the
         guardrail model's evaluation, not the served model's tokens.

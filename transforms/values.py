@@ -325,10 +325,12 @@ class FlagTable:
     def add(self, stage: str, category: str, severity: str | None, filtered: bool | None,
             detected: bool | None) -> None:
         """Merge one flag: the worst severity, and filtered/detected if any says so."""
-        rank = _RANK.get(severity)
-        kept = self._merged.get((stage, category))
+        self._keep((stage, category), _RANK.get(severity), filtered, detected)
+
+    def _keep(self, key: tuple[str, str], rank: int | None, filtered: bool | None, detected: bool | None) -> None:
+        kept = self._merged.get(key)
         if kept is None:
-            self._merged[(stage, category)] = [rank, filtered, detected]
+            self._merged[key] = [rank, filtered, detected]
             return
         if rank is not None and (kept[0] is None or rank > kept[0]):
             kept[0] = rank
@@ -340,7 +342,7 @@ class FlagTable:
     def add_flags(self, flags: list[Flag]) -> None:
         """Merge flags already built (``Flag`` dicts)."""
         for f in flags:
-            self.add(f["stage"], f["category"], f["severity"], f["filtered"], f["detected"])
+            self._keep((f["stage"], f["category"]), _RANK.get(f["severity"]), f["filtered"], f["detected"])
 
     def add_results(self, results: Any, stage: str) -> None:
         """Merge the flags of an Azure ``content_filter_results`` object (as ``flags_from_results`` reads it).
@@ -351,18 +353,25 @@ class FlagTable:
         if type(results) is not dict or results == self._last.get(stage):
             return
         self._last[stage] = results
+        merged = self._merged
         for category, value in results.items():
             if type(value) is not dict:
                 continue
             severity, filtered, detected = value.get("severity"), value.get("filtered"), value.get("detected")
-            if severity is not None:
-                severity = (severity if type(severity) is str else as_text(severity)).lower()
             if filtered is not None and type(filtered) is not bool:
                 filtered = as_boolean(filtered)
             if detected is not None and type(detected) is not bool:
                 detected = as_boolean(detected)
-            if severity is not None or filtered is not None or detected is not None:
-                self.add(stage, category, severity, filtered, detected)
+            if severity is not None:
+                rank = _RANK.get((severity if type(severity) is str else as_text(severity)).lower())
+            elif filtered is None and detected is None:
+                continue
+            else:
+                rank = None
+            if (stage, category) in merged:
+                self._keep((stage, category), rank, filtered, detected)
+            else:
+                merged[(stage, category)] = [rank, filtered, detected]
 
     def flags(self) -> list[Flag]:
         """The merged flags, sorted by stage then category."""
