@@ -103,10 +103,31 @@ def _shape(p: Payload) -> str:
     return "unknown"
 
 
-def _frame_flags(table: V.FlagTable, v: Any) -> None:
-    """Add one frame's prompt and completion filter results to ``table`` (``values.prompt_flags``, ``completion_flags``)."""
+def _frame(table: V.FlagTable, reasons: list, v: Any, own: bool) -> None:
+    """Read one frame: its finish reasons into ``reasons``, its prompt and completion filter results into ``table``.
+
+    The finish reasons are those of ``choices``, or, without ``choices``, the
+    frame's own ``finish_reason`` when ``own`` (a ChatAgent or policy
+    response's; not a guardrail verdict's). The filter results are
+    ``prompt_filter_results`` (or ``prompt_annotations``) and every
+    ``choices[].content_filter_results``.
+    """
     if type(v) is not dict:
         return
+    choices = v.get("choices")
+    if type(choices) is list:
+        for choice in choices:
+            if type(choice) is dict:
+                reason = choice.get("finish_reason")
+                if reason is not None:
+                    reasons.append(reason if type(reason) is str else V.as_text(reason))
+                results = choice.get("content_filter_results")
+                if results is not None:
+                    table.add_results(results, "completion")
+    elif own:
+        reason = v.get("finish_reason")
+        if reason is not None:
+            reasons.append(reason if type(reason) is str else V.as_text(reason))
     entries = v.get("prompt_filter_results")
     if type(entries) is not list:
         entries = v.get("prompt_annotations")
@@ -114,40 +135,23 @@ def _frame_flags(table: V.FlagTable, v: Any) -> None:
         for entry in entries:
             if type(entry) is dict:
                 table.add_results(entry.get("content_filter_results"), "prompt")
-    choices = v.get("choices")
-    if type(choices) is list:
-        for choice in choices:
-            if type(choice) is dict:
-                table.add_results(choice.get("content_filter_results"), "completion")
 
 
-def _all_flags(p: Payload, policy_stage: str | None, policy_denied: bool) -> list[V.Flag]:
-    """Every safety flag the row carries, merged (``values.merge_flags``)."""
-    table = V.FlagTable()
-    _frame_flags(table, p.resp)
+def _frames(p: Payload) -> tuple[list[str], V.FlagTable]:
+    """One walk over the response, its chunks and its trace outputs: finish reasons (in order) and filter flags.
+
+    The flag table also holds the error's and the guardrail's flags.
+    """
+    table, reasons, own = V.FlagTable(), [], p.guardrail_code is None
+    _frame(table, reasons, p.resp, own)
     for chunk in p.chunks or ():
-        _frame_flags(table, chunk)
+        _frame(table, reasons, chunk, own)
     for output in p.trace_outputs:
-        _frame_flags(table, output)
+        _frame(table, reasons, output, own)
     if p.error is not None:
         table.add_flags(p.error["flags"])
     table.add_flags(p.guardrail_flags)
-    if policy_stage is not None:
-        table.add_flags([V.policy_flag(policy_stage, policy_denied)])
-    return table.flags()
-
-
-def _finish_reasons(p: Payload) -> list[str]:
-    frames = [p.resp, *(p.chunks or ()), *p.trace_outputs]
-    reasons = []
-    own = p.guardrail_code is None  # a ChatAgent or policy response's own; not a guardrail verdict's
-    for v in frames:
-        choices = V.key(v, "choices")
-        if type(choices) is list:
-            reasons += [V.key_text(choice, "finish_reason") for choice in choices]
-        elif own:
-            reasons.append(V.key_text(v, "finish_reason"))
-    return [r for r in reasons if r is not None]
+    return reasons, table
 
 
 def _incomplete_reason(p: Payload) -> str | None:
@@ -205,9 +209,11 @@ def _policy_stage(policy: dict | None, finish_reasons: list[str]) -> tuple[str |
 def classify(p: Payload, status_code: int | None, logging_error_codes: list | None) -> Classified:
     """Classify one row from its located payloads, status and logging error codes."""
     shape = _shape(p)
-    finish_reasons = _finish_reasons(p)
+    finish_reasons, table = _frames(p)
     policy_stage, policy_denied = _policy_stage(p.policy, finish_reasons)
-    flags = _all_flags(p, policy_stage, policy_denied)
+    if policy_stage is not None:
+        table.add(policy_stage, "service_policy", None, policy_denied, True)  # values.policy_flag
+    flags = table.flags()
     incomplete = _incomplete_reason(p)
     resp_says_stream = shape == "chunks" or V.text(p.resp, "object") == "chat.completion.chunk"
     if V.boolean(p.req, "stream") or resp_says_stream:

@@ -196,6 +196,8 @@ def _error(p: Payload, err: dict | None, origin: str | None) -> dict[str, Any] |
 
 def _guardrail(p: Payload, verdict: Any) -> bool:
     """Record a guardrail verdict's flags and blocking stages on ``p``; whether ``verdict`` is one."""
+    if type(verdict) is not dict:
+        return False
     flags, stages, seen = [], [], False
     for key, stage in _GUARDRAIL_KEYS:
         found = V.get(verdict, key)
