@@ -14,8 +14,6 @@ from gatewatch.transforms import values as V
 from gatewatch.transforms.outcome import Classified
 from gatewatch.transforms.payload import Payload
 
-_TRACE_INFO = ("databricks_output", "trace", "info")
-
 
 @dataclass
 class Row:
@@ -69,9 +67,11 @@ def _response_usage(p: Payload) -> dict | None:
     usage = V.obj(p.resp, "usage")
     if usage is not None:
         return usage
-    usage = V.obj(V.parse(V.text(p.resp, *_TRACE_INFO, "trace_metadata", "mlflow.trace.tokenUsage")))
-    if usage is not None:
-        return usage
+    output = V.key(p.resp, "databricks_output")
+    if output is not None:
+        usage = V.obj(V.parse(V.text(output, "trace", "info", "trace_metadata", "mlflow.trace.tokenUsage")))
+        if usage is not None:
+            return usage
     span_usages = [u for u in (V.obj(o, "usage") for o in p.trace_outputs) if u is not None]
     return span_usages[0] if len(span_usages) == 1 else None
 
@@ -120,7 +120,7 @@ def finish_reason(row: Row, *, last: bool) -> str | None:
 
 def trace_id(row: Row) -> str | None:
     """The Databricks trace id, when the response carries a trace."""
-    return V.text(row.payload.resp, *_TRACE_INFO, "trace_id")
+    return V.text(V.key(row.payload.resp, "databricks_output"), "trace", "info", "trace_id")
 
 
 def answer(row: Row, *, last: bool) -> dict[str, Any]:

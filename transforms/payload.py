@@ -215,8 +215,8 @@ def _guardrail(p: Payload, verdict: Any) -> bool:
 
 def _policy(resp: Any) -> dict[str, str | None] | None:
     """The ``databricks_service_policy`` at the top of the response (where the docs put it), or ``None``."""
-    found = V.obj(resp, _POLICY)
-    if found is None:
+    found = V.key(resp, _POLICY)
+    if type(found) is not dict:
         return None
     return {k: V.text(found, k) for k in _POLICY_FIELDS}
 
@@ -236,10 +236,10 @@ def read_payloads(request: str | None, response: str | None) -> Payload:
         if output is not None:
             p.trace_outputs.append(output)
     p.exception = _exception_message(p.spans)
-    p.gw_code = V.text(resp, "error_code")
-    p.gw_message = V.text(resp, "message") if p.gw_code is not None else None
-    gw_inner = V.parse(p.gw_message)
-    inner_text = _group(_REPR_MESSAGE, p.exception)
+    p.gw_code = V.key_text(resp, "error_code")
+    p.gw_message = V.key_text(resp, "message") if p.gw_code is not None else None
+    gw_inner = V.parse(p.gw_message) if p.gw_message is not None else None
+    inner_text = _group(_REPR_MESSAGE, p.exception) if p.exception is not None else None
     exc_inner = V.parse(_ESCAPED_QUOTE.sub("'", inner_text)) if inner_text else None
     err, origin = _provider_error(p, gw_inner, exc_inner)
     p.error = _error(p, err, origin)

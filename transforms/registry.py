@@ -34,7 +34,7 @@ ColumnsFn = Callable[[], dict[str, Column]]
 MatchFn = Callable[[], Column]
 
 _TYPES = {f.name: f.dataType for f in REQUESTS.fields}
-_CLASSIFIER_COLUMNS = ("outcome", "is_stream", "blocked", "blocked_stage", "safety_flags")
+_CLASSIFIER_COLUMNS = frozenset(("outcome", "is_stream", "blocked", "blocked_stage", "safety_flags"))
 
 
 @dataclass(frozen=True)
