@@ -82,10 +82,10 @@ def _shape(p: Payload) -> str:
     if not p.has_resp:
         return "none"
     if chunks is not None:
-        known = all(
-            _is_chat_frame(c) or _is_responses_event(c) or _is_agent_frame(c) or _is_error_frame(c) for c in chunks
-        )
-        return "chunks" if chunks and known else "unknown"
+        for c in chunks:
+            if not (_is_chat_frame(c) or _is_responses_event(c) or _is_agent_frame(c) or _is_error_frame(c)):
+                return "unknown"
+        return "chunks" if chunks else "unknown"
     if _is_chat_frame(resp):
         return "chat"
     if _is_agent_frame(resp):
