@@ -316,11 +316,11 @@ class FlagTable:
     frame, so the parse adds filter results straight into the table.
     """
 
-    __slots__ = ("_merged", "_last")
+    __slots__ = ("_merged", "_seen")
 
     def __init__(self) -> None:
         self._merged: dict[tuple[str, str], list] = {}
-        self._last: dict[str, dict] = {}
+        self._seen: dict[tuple[str, str], dict] = {}
 
     def add(self, stage: str, category: str, severity: str | None, filtered: bool | None,
             detected: bool | None) -> None:
@@ -347,16 +347,20 @@ class FlagTable:
     def add_results(self, results: Any, stage: str) -> None:
         """Merge the flags of an Azure ``content_filter_results`` object (as ``flags_from_results`` reads it).
 
-        Results equal to the last ones added for the stage are skipped: a
-        stream repeats them on every frame, and merging a flag twice changes nothing.
+        An entry equal to the last one read for its stage and category is
+        skipped: a stream repeats them frame after frame, and merging a flag
+        twice changes nothing.
         """
-        if type(results) is not dict or results == self._last.get(stage):
+        if type(results) is not dict:
             return
-        self._last[stage] = results
-        merged = self._merged
+        merged, seen = self._merged, self._seen
         for category, value in results.items():
             if type(value) is not dict:
                 continue
+            key = (stage, category)
+            if seen.get(key) == value:
+                continue
+            seen[key] = value
             severity, filtered, detected = value.get("severity"), value.get("filtered"), value.get("detected")
             if filtered is not None and type(filtered) is not bool:
                 filtered = as_boolean(filtered)
@@ -368,10 +372,10 @@ class FlagTable:
                 continue
             else:
                 rank = None
-            if (stage, category) in merged:
-                self._keep((stage, category), rank, filtered, detected)
+            if key in merged:
+                self._keep(key, rank, filtered, detected)
             else:
-                merged[(stage, category)] = [rank, filtered, detected]
+                merged[key] = [rank, filtered, detected]
 
     def flags(self) -> list[Flag]:
         """The merged flags, sorted by stage then category."""
