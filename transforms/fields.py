@@ -15,7 +15,7 @@ from gatewatch.transforms.outcome import Classified
 from gatewatch.transforms.payload import Payload
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One inference row as the parsers see it."""
 

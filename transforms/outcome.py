@@ -19,7 +19,7 @@ _POLICY_STAGES = {"pre_call": "prompt", "post_call": "completion"}
 _POLICY_DENIALS = ("deny", "block")
 
 
-@dataclass
+@dataclass(slots=True)
 class Classified:
     """A row's outcome and the signals it was decided on.
 

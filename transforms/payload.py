@@ -44,7 +44,7 @@ _POLICY_FIELDS = ("name", "action", "phase", "reason")
 ERROR_ORIGINS: tuple[str, ...] = ("gateway", "stream_event", "responses", "provider", "trace_exception")
 
 
-@dataclass
+@dataclass(slots=True)
 class Payload:
     """What one row's payloads hold, located once.
 
