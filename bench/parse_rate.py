@@ -44,20 +44,13 @@ def generated(rows: int, seed: int) -> Columns:
 
 def from_feed(path: str, limit: int | None) -> Columns:
     """The input columns of a change-feed table's rows (delta-rs), at most ``limit`` of them."""
+    import pyarrow as pa
     from deltalake import DeltaTable
 
-    reader = DeltaTable(path).load_cdf(starting_version=0, columns=[*_INPUT, "_change_type"])
-    table = reader.read_all()
-    table = table.filter(_inserts(table))
-    if limit is not None:
-        table = table.slice(0, limit)
-    return tuple(table.column(name).to_pylist() for name in _INPUT)  # type: ignore[return-value]
-
-
-def _inserts(table: Any) -> Any:
-    import pyarrow.compute as pc
-
-    return pc.equal(table.column("_change_type"), "insert")
+    feed = pa.table(DeltaTable(path).load_cdf(starting_version=0, columns=[*_INPUT, "_change_type"]).read_all())
+    keep = [change == "insert" for change in feed.column("_change_type").to_pylist()]
+    columns = tuple([v for v, k in zip(feed.column(name).to_pylist(), keep) if k][:limit] for name in _INPUT)
+    return columns  # type: ignore[return-value]
 
 
 def rows_of(columns: dict[str, list[Any]]) -> list[bytes]:
