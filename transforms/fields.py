@@ -8,17 +8,14 @@ otherwise; a running total is read from its last chunk, never summed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from gatewatch.transforms import values as V
 from gatewatch.transforms.outcome import Classified
 from gatewatch.transforms.payload import Payload
 
-_TRACE_INFO = ("databricks_output", "trace", "info")
 
-
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One inference row as the parsers see it."""
 
@@ -26,9 +23,9 @@ class Row:
     classified: Classified
     status_code: int | None
 
-    @cached_property
+    @property
     def usage(self) -> dict[str, int | None] | None:
-        """``{input, output, total}`` from the usage object the row carries, or ``None``.
+        """``{input, output, total}`` from the usage object the row carries, or ``None`` (read on each access).
 
         A call a guardrail blocked has none: a verdict's ``usage`` counts the
         guardrail model's evaluation, not the served model's tokens.
@@ -36,14 +33,27 @@ class Row:
         """
         if self.classified.layer == "guardrail":
             return None
-        usage = V.first(_stream_usage(self.payload), _response_usage(self.payload))
+        usage = _stream_usage(self.payload) if self.payload.chunks else None
+        if usage is None:
+            usage = _response_usage(self.payload)
         if usage is None:
             return None
         return {
-            "input": V.first(V.integer(usage, "input_tokens"), V.integer(usage, "prompt_tokens")),
-            "output": V.first(V.integer(usage, "output_tokens"), V.integer(usage, "completion_tokens")),
-            "total": V.integer(usage, "total_tokens"),
+            "input": _count(usage, "input_tokens", "prompt_tokens"),
+            "output": _count(usage, "output_tokens", "completion_tokens"),
+            "total": _count(usage, "total_tokens"),
         }
+
+
+def _count(usage: dict, *names: str) -> int | None:
+    """The first of ``names`` in a usage object that reads as an integer (``values.as_integer``)."""
+    for name in names:
+        value = usage.get(name)
+        if value is not None:
+            value = value if type(value) is int and -(2**63) <= value < 2**63 else V.as_integer(value)
+            if value is not None:
+                return value
+    return None
 
 
 def _response_usage(p: Payload) -> dict | None:
@@ -54,16 +64,24 @@ def _response_usage(p: Payload) -> dict | None:
     when that span is the only one carrying usage: one call of an agent that
     made several is not the request's usage, so the tokens stay ``None``.
     """
-    trace_usage = V.parse(V.text(p.resp, *_TRACE_INFO, "trace_metadata", "mlflow.trace.tokenUsage"))
+    usage = V.obj(p.resp, "usage")
+    if usage is not None:
+        return usage
+    output = V.key(p.resp, "databricks_output")
+    if output is not None:
+        usage = V.obj(V.parse(V.text(output, "trace", "info", "trace_metadata", "mlflow.trace.tokenUsage")))
+        if usage is not None:
+            return usage
     span_usages = [u for u in (V.obj(o, "usage") for o in p.trace_outputs) if u is not None]
-    only_span_usage = span_usages[0] if len(span_usages) == 1 else None
-    return V.first(V.obj(p.resp, "usage"), V.obj(trace_usage), only_span_usage)
+    return span_usages[0] if len(span_usages) == 1 else None
 
 
 def _stream_usage(p: Payload) -> dict | None:
     """Usage of a streamed call: the last chunk or event that carries it (running totals)."""
     for chunk in reversed(p.chunks or ()):
-        usage = V.first(V.obj(chunk, "usage"), V.obj(chunk, "response", "usage"))
+        usage = V.key(chunk, "usage")
+        if type(usage) is not dict:
+            usage = V.obj(chunk, "response", "usage")
         if usage is not None:
             return usage
     return None
@@ -82,12 +100,14 @@ def model(row: Row) -> str | None:
     ``"model": ""`` ahead of and between the chunks that name the model.
     """
     p = row.payload
-    return V.first(
-        V.name(p.resp, "model"),
-        V.first_of(V.first(V.name(c, "model"), V.name(c, "response", "model")) for c in p.chunks or ()),
-        V.first_of(V.name(o, "model") for o in p.trace_outputs),
-        V.first_of(V.name(V.parse(V.text(s, "attributes", "model"))) for s in p.spans),
-    )
+    found = V.name(p.resp, "model")
+    if found is None and p.chunks:
+        found = V.first_of(V.name(c, "model") or V.name(c, "response", "model") for c in p.chunks)
+    if found is None and p.trace_outputs:
+        found = V.first_of(V.name(o, "model") for o in p.trace_outputs)
+    if found is None and p.spans:
+        found = V.first_of(V.name(V.parse(V.text(s, "attributes", "model"))) for s in p.spans)
+    return found
 
 
 def finish_reason(row: Row, *, last: bool) -> str | None:
@@ -100,7 +120,7 @@ def finish_reason(row: Row, *, last: bool) -> str | None:
 
 def trace_id(row: Row) -> str | None:
     """The Databricks trace id, when the response carries a trace."""
-    return V.text(row.payload.resp, *_TRACE_INFO, "trace_id")
+    return V.text(V.key(row.payload.resp, "databricks_output"), "trace", "info", "trace_id")
 
 
 def answer(row: Row, *, last: bool) -> dict[str, Any]:

@@ -19,7 +19,7 @@ _POLICY_STAGES = {"pre_call": "prompt", "post_call": "completion"}
 _POLICY_DENIALS = ("deny", "block")
 
 
-@dataclass
+@dataclass(slots=True)
 class Classified:
     """A row's outcome and the signals it was decided on.
 
@@ -46,17 +46,19 @@ class Classified:
 
 def _is_chat_frame(c: Any) -> bool:
     """A chat-completion chunk: has ``choices``, a chunk ``object``, or prompt filter results."""
+    if type(c) is not dict:
+        return False
     return (
-        V.items(c, "choices") is not None
-        or V.text(c, "object") in _CHUNK_OBJECTS
-        or V.items(c, "prompt_filter_results") is not None
-        or V.items(c, "prompt_annotations") is not None
+        type(c.get("choices")) is list
+        or c.get("object") in _CHUNK_OBJECTS
+        or type(c.get("prompt_filter_results")) is list
+        or type(c.get("prompt_annotations")) is list
     )
 
 
 def _is_agent_frame(c: Any) -> bool:
     """An MLflow ChatAgent response (``messages``) or one of its stream chunks (``delta``)."""
-    return V.items(c, "messages") is not None or V.obj(c, "delta") is not None
+    return type(c) is dict and (type(c.get("messages")) is list or type(c.get("delta")) is dict)
 
 
 def _is_embeddings(c: Any) -> bool:
@@ -66,13 +68,13 @@ def _is_embeddings(c: Any) -> bool:
 
 
 def _is_responses_event(c: Any) -> bool:
-    kind = V.text(c, "type")
-    return kind is not None and kind.startswith("response.")
+    kind = V.key(c, "type")
+    return type(kind) is str and kind.startswith("response.")
 
 
 def _is_error_frame(c: Any) -> bool:
     """A stream's error frame: a Responses ``error`` event, or a chat chunk ``{"error": {...}}``."""
-    return V.text(c, "type") == "error" or V.obj(c, "error") is not None
+    return type(c) is dict and (c.get("type") == "error" or type(c.get("error")) is dict)
 
 
 def _shape(p: Payload) -> str:
@@ -80,10 +82,10 @@ def _shape(p: Payload) -> str:
     if not p.has_resp:
         return "none"
     if chunks is not None:
-        known = all(
-            _is_chat_frame(c) or _is_responses_event(c) or _is_agent_frame(c) or _is_error_frame(c) for c in chunks
-        )
-        return "chunks" if chunks and known else "unknown"
+        for c in chunks:
+            if not (_is_chat_frame(c) or _is_responses_event(c) or _is_agent_frame(c) or _is_error_frame(c)):
+                return "unknown"
+        return "chunks" if chunks else "unknown"
     if _is_chat_frame(resp):
         return "chat"
     if _is_agent_frame(resp):
@@ -101,40 +103,67 @@ def _shape(p: Payload) -> str:
     return "unknown"
 
 
-def _frame_flags(v: Any) -> list[V.Flag]:
-    return V.prompt_flags(v) + V.completion_flags(v)
+def _frame(table: V.FlagTable, reasons: list, v: Any, own: bool) -> None:
+    """Read one frame: its finish reasons into ``reasons``, its prompt and completion filter results into ``table``.
+
+    The finish reasons are those of ``choices``, or, without ``choices``, the
+    frame's own ``finish_reason`` when ``own`` (a ChatAgent or policy
+    response's; not a guardrail verdict's). The filter results are
+    ``prompt_filter_results`` (or ``prompt_annotations``) and every
+    ``choices[].content_filter_results``.
+    """
+    if type(v) is not dict:
+        return
+    choices = v.get("choices")
+    if type(choices) is list:
+        for choice in choices:
+            if type(choice) is dict:
+                reason = choice.get("finish_reason")
+                if reason is not None:
+                    reasons.append(reason if type(reason) is str else V.as_text(reason))
+                results = choice.get("content_filter_results")
+                if results is not None:
+                    table.add_results(results, "completion")
+    elif own:
+        reason = v.get("finish_reason")
+        if reason is not None:
+            reasons.append(reason if type(reason) is str else V.as_text(reason))
+    entries = v.get("prompt_filter_results")
+    if type(entries) is not list:
+        entries = v.get("prompt_annotations")
+    if type(entries) is list:
+        for entry in entries:
+            if type(entry) is dict:
+                table.add_results(entry.get("content_filter_results"), "prompt")
 
 
-def _all_flags(p: Payload) -> list[V.Flag]:
-    flags = _frame_flags(p.resp)
+def _frames(p: Payload) -> tuple[list[str], V.FlagTable]:
+    """One walk over the response, its chunks and its trace outputs: finish reasons (in order) and filter flags.
+
+    The flag table also holds the error's and the guardrail's flags.
+    """
+    table, reasons, own = V.FlagTable(), [], p.guardrail_code is None
+    _frame(table, reasons, p.resp, own)
     for chunk in p.chunks or ():
-        flags += _frame_flags(chunk)
+        _frame(table, reasons, chunk, own)
     for output in p.trace_outputs:
-        flags += _frame_flags(output)
+        _frame(table, reasons, output, own)
     if p.error is not None:
-        flags += p.error["flags"]
-    return flags + p.guardrail_flags
-
-
-def _finish_reasons(p: Payload) -> list[str]:
-    frames = [p.resp, *(p.chunks or ()), *p.trace_outputs]
-    reasons = []
-    for v in frames:
-        choices = V.items(v, "choices")
-        if choices is not None:
-            reasons += [V.text(choice, "finish_reason") for choice in choices]
-        elif p.guardrail_code is None:  # a ChatAgent or policy response's own; not a guardrail verdict's
-            reasons.append(V.text(v, "finish_reason"))
-    return [r for r in reasons if r is not None]
+        table.add_flags(p.error["flags"])
+    table.add_flags(p.guardrail_flags)
+    return reasons, table
 
 
 def _incomplete_reason(p: Payload) -> str | None:
-    events = (
+    """Why a Responses call ended incomplete: the response's own reason, else a ``response.incomplete`` event's."""
+    reason = V.text(p.resp, "incomplete_details", "reason")
+    if reason is not None or not p.chunks:
+        return reason
+    return V.first_of(
         V.text(c, "response", "incomplete_details", "reason")
-        for c in p.chunks or ()
-        if V.text(c, "type") == "response.incomplete"
+        for c in p.chunks
+        if V.key(c, "type") == "response.incomplete"
     )
-    return V.first(V.text(p.resp, "incomplete_details", "reason"), V.first_of(events))
 
 
 def _frame_has_content(c: Any) -> bool:
@@ -180,12 +209,11 @@ def _policy_stage(policy: dict | None, finish_reasons: list[str]) -> tuple[str |
 def classify(p: Payload, status_code: int | None, logging_error_codes: list | None) -> Classified:
     """Classify one row from its located payloads, status and logging error codes."""
     shape = _shape(p)
-    finish_reasons = _finish_reasons(p)
+    finish_reasons, table = _frames(p)
     policy_stage, policy_denied = _policy_stage(p.policy, finish_reasons)
-    flags = _all_flags(p)
     if policy_stage is not None:
-        flags.append(V.policy_flag(policy_stage, policy_denied))
-    flags = V.merge_flags(flags)
+        table.add(policy_stage, "service_policy", None, policy_denied, True)  # values.policy_flag
+    flags = table.flags()
     incomplete = _incomplete_reason(p)
     resp_says_stream = shape == "chunks" or V.text(p.resp, "object") == "chat.completion.chunk"
     if V.boolean(p.req, "stream") or resp_says_stream:
@@ -200,13 +228,14 @@ def classify(p: Payload, status_code: int | None, logging_error_codes: list | No
     prompt_blocked = (
         "prompt" in p.guardrail_stages
         or (policy_blocked and policy_stage == "prompt")
-        or (not guarded and (_is_filter_error(p.error) or V.any_filtered(flags, "prompt")))
+        or (not guarded and (_is_filter_error(p.error) or (bool(flags) and V.any_filtered(flags, "prompt"))))
     )
     completion_cut = (
         "completion" in p.guardrail_stages
         or (policy_blocked and policy_stage == "completion")
         or (not guarded and (
-            "content_filter" in finish_reasons or incomplete == "content_filter" or V.any_filtered(flags, "completion")
+            "content_filter" in finish_reasons or incomplete == "content_filter"
+            or (bool(flags) and V.any_filtered(flags, "completion"))
         ))
     )
     invalid = p.req_invalid or p.resp_invalid

@@ -44,7 +44,7 @@ _POLICY_FIELDS = ("name", "action", "phase", "reason")
 ERROR_ORIGINS: tuple[str, ...] = ("gateway", "stream_event", "responses", "provider", "trace_exception")
 
 
-@dataclass
+@dataclass(slots=True)
 class Payload:
     """What one row's payloads hold, located once.
 
@@ -126,14 +126,16 @@ def _stream_error(chunks: list | None) -> dict | None:
     ``choices`` (an error raised mid-stream).
     """
     for chunk in chunks or ():
-        kind = V.text(chunk, "type")
+        if type(chunk) is not dict:
+            continue
+        kind = chunk.get("type")
         if kind == "response.failed":
             found = V.obj(chunk, "response", "error")
         elif kind == "error":
-            found = V.obj(chunk)
+            found = chunk
         else:
-            found = V.obj(chunk, "error")
-        if found is not None:
+            found = chunk.get("error")
+        if type(found) is dict:
             return found
     return None
 
@@ -144,20 +146,27 @@ def _with_message(err: dict | None) -> dict | None:
 
 
 def _provider_error(p: Payload, gw_inner: Any, exc_inner: Any) -> tuple[dict | None, str | None]:
-    """The provider's error object wherever it sits (the first place found), and that place."""
-    resp = p.resp
-    candidates = (
-        ("gateway", lambda: V.first(V.obj(gw_inner, "external_model_error", "error"), V.obj(gw_inner, "error"),
-                                    _with_message(V.obj(gw_inner, "external_model_error")))),
-        ("stream_event", lambda: _stream_error(p.chunks)),
-        ("responses", lambda: V.obj(resp, "error") if V.text(resp, "status") == "failed" else None),
-        ("provider", lambda: V.obj(resp, "error")),
-        ("trace_exception", lambda: V.first(V.obj(exc_inner, "external_model_error", "error"), V.obj(exc_inner, "error"))),
-    )
-    for origin, find in candidates:
-        found = find()
+    """The provider's error object wherever it sits (the first place found), and that place.
+
+    The places, in order: ``gateway`` (the gateway body's inner JSON),
+    ``stream_event``, ``responses`` (a ``failed`` Responses object's
+    ``error``), ``provider`` (a bare ``error`` body) and ``trace_exception``.
+    """
+    if gw_inner is not None:
+        found = V.first(V.obj(gw_inner, "external_model_error", "error"), V.obj(gw_inner, "error"),
+                        _with_message(V.obj(gw_inner, "external_model_error")))
         if found is not None:
-            return found, origin
+            return found, "gateway"
+    found = _stream_error(p.chunks)
+    if found is not None:
+        return found, "stream_event"
+    found = V.key(p.resp, "error")
+    if type(found) is dict:
+        return found, "responses" if V.key_text(p.resp, "status") == "failed" else "provider"
+    if exc_inner is not None:
+        found = V.first(V.obj(exc_inner, "external_model_error", "error"), V.obj(exc_inner, "error"))
+        if found is not None:
+            return found, "trace_exception"
     return None, None
 
 
@@ -187,6 +196,8 @@ def _error(p: Payload, err: dict | None, origin: str | None) -> dict[str, Any] |
 
 def _guardrail(p: Payload, verdict: Any) -> bool:
     """Record a guardrail verdict's flags and blocking stages on ``p``; whether ``verdict`` is one."""
+    if type(verdict) is not dict:
+        return False
     flags, stages, seen = [], [], False
     for key, stage in _GUARDRAIL_KEYS:
         found = V.get(verdict, key)
@@ -204,8 +215,8 @@ def _guardrail(p: Payload, verdict: Any) -> bool:
 
 def _policy(resp: Any) -> dict[str, str | None] | None:
     """The ``databricks_service_policy`` at the top of the response (where the docs put it), or ``None``."""
-    found = V.obj(resp, _POLICY)
-    if found is None:
+    found = V.key(resp, _POLICY)
+    if type(found) is not dict:
         return None
     return {k: V.text(found, k) for k in _POLICY_FIELDS}
 
@@ -218,16 +229,17 @@ def read_payloads(request: str | None, response: str | None) -> Payload:
     resp = p.resp
     if isinstance(resp, list):
         p.chunks = resp
-    p.spans = V.items(resp, *_TRACE, "data", "spans") or []
+    if type(resp) is dict and "databricks_output" in resp:
+        p.spans = V.items(resp, *_TRACE, "data", "spans") or []
     for span in p.spans:
         output = V.parse(V.text(span, "attributes", "mlflow.spanOutputs"))
         if output is not None:
             p.trace_outputs.append(output)
     p.exception = _exception_message(p.spans)
-    p.gw_code = V.text(resp, "error_code")
-    p.gw_message = V.text(resp, "message") if p.gw_code is not None else None
-    gw_inner = V.parse(p.gw_message)
-    inner_text = _group(_REPR_MESSAGE, p.exception)
+    p.gw_code = V.key_text(resp, "error_code")
+    p.gw_message = V.key_text(resp, "message") if p.gw_code is not None else None
+    gw_inner = V.parse(p.gw_message) if p.gw_message is not None else None
+    inner_text = _group(_REPR_MESSAGE, p.exception) if p.exception is not None else None
     exc_inner = V.parse(_ESCAPED_QUOTE.sub("'", inner_text)) if inner_text else None
     err, origin = _provider_error(p, gw_inner, exc_inner)
     p.error = _error(p, err, origin)

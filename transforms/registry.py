@@ -34,7 +34,6 @@ ColumnsFn = Callable[[], dict[str, Column]]
 MatchFn = Callable[[], Column]
 
 _TYPES = {f.name: f.dataType for f in REQUESTS.fields}
-_CLASSIFIER_COLUMNS = ("outcome", "is_stream", "blocked", "blocked_stage", "safety_flags")
 
 
 @dataclass(frozen=True)
@@ -107,18 +106,15 @@ def parse_row(row: Any, parsers: Mapping[str, Parser] | None = None) -> dict[str
     """
     c = row.classified
     out: dict[str, Any] = dict.fromkeys(PARSED_COLUMNS)
-    out.update(
-        outcome=c.outcome, is_stream=c.is_stream, blocked=c.blocked, blocked_stage=c.blocked_stage,
-        safety_flags=c.safety_flags, quarantine_reason=c.quarantine_reason, parser=None, parser_version=None,
-    )
+    out.update(quarantine_reason=c.quarantine_reason, parser=None, parser_version=None)
     parser = (OUTCOME_PARSERS if parsers is None else parsers).get(c.outcome) if c.outcome is not None else None
-    if parser is None:
-        return out
-    for name, value in parser.columns(row).items():
-        if name not in _CLASSIFIER_COLUMNS:
-            out[name] = value
-    out["parser"] = parser.name
-    out["parser_version"] = parser.label
+    if parser is not None:
+        out.update(parser.columns(row))
+        out["parser"] = parser.name
+        out["parser_version"] = parser.label
+    # The classifier's columns win over any the parser gives.
+    out.update(outcome=c.outcome, is_stream=c.is_stream, blocked=c.blocked, blocked_stage=c.blocked_stage,
+               safety_flags=c.safety_flags)
     return out
 
 

@@ -63,7 +63,7 @@ def parse(text: Any) -> Any:
 def get(v: Any, *path: str | int) -> Any:
     """The value at ``path`` (object keys and array indexes), or ``None``."""
     # ``type(...) is`` rather than ``isinstance``: orjson gives exact dicts and
-    # lists, and this runs about ninety times per row.
+    # lists, and this runs tens of times per row.
     for step in path:
         if type(step) is str:
             if type(v) is not dict:
@@ -74,6 +74,17 @@ def get(v: Any, *path: str | int) -> Any:
                 return None
             v = v[step]
     return v
+
+
+def key(v: Any, name: str) -> Any:
+    """The value of one object key, or ``None`` (``get(v, name)`` without the path walk, for hot loops)."""
+    return v.get(name) if type(v) is dict else None
+
+
+def key_text(v: Any, name: str) -> str | None:
+    """The value of one object key as a string (``text(v, name)`` without the path walk, for hot loops)."""
+    out = v.get(name) if type(v) is dict else None
+    return out if out is None or type(out) is str else as_text(out)
 
 
 def obj(v: Any, *path: str | int) -> dict | None:
@@ -129,7 +140,8 @@ def as_boolean(out: Any) -> bool | None:
 
 def text(v: Any, *path: str | int) -> str | None:
     """The value at ``path`` as a string (``as_text``)."""
-    return as_text(get(v, *path))
+    out = get(v, *path)
+    return out if out is None or type(out) is str else as_text(out)
 
 
 def name(v: Any, *path: str | int) -> str | None:
@@ -181,9 +193,13 @@ def flags_from_results(results: Any, stage: str) -> list[Flag]:
     for category, value in results.items():
         if type(value) is not dict:
             continue
-        severity = as_text(value.get("severity"))
-        filtered = as_boolean(value.get("filtered"))
-        detected = as_boolean(value.get("detected"))
+        severity, filtered, detected = value.get("severity"), value.get("filtered"), value.get("detected")
+        if severity is not None and type(severity) is not str:
+            severity = as_text(severity)
+        if filtered is not None and type(filtered) is not bool:
+            filtered = as_boolean(filtered)
+        if detected is not None and type(detected) is not bool:
+            detected = as_boolean(detected)
         if severity is not None or filtered is not None or detected is not None:
             flags.append(
                 {
@@ -199,15 +215,32 @@ def flags_from_results(results: Any, stage: str) -> list[Flag]:
 
 def prompt_flags(v: Any) -> list[Flag]:
     """Flags from ``prompt_filter_results`` (also logged as ``prompt_annotations``)."""
-    entries = first(items(v, "prompt_filter_results"), items(v, "prompt_annotations")) or ()
-    return [f for p in entries for f in flags_from_results(get(p, "content_filter_results"), "prompt")]
+    if type(v) is not dict:
+        return []
+    entries = v.get("prompt_filter_results")
+    if type(entries) is not list:
+        entries = v.get("prompt_annotations")
+        if type(entries) is not list:
+            return []
+    flags: list[Flag] = []
+    for p in entries:
+        if type(p) is dict:
+            flags += flags_from_results(p.get("content_filter_results"), "prompt")
+    return flags
 
 
 def completion_flags(v: Any) -> list[Flag]:
     """Flags from every ``choices[].content_filter_results`` of one completion or chunk."""
-    return [
-        f for c in items(v, "choices") or () for f in flags_from_results(get(c, "content_filter_results"), "completion")
-    ]
+    choices = v.get("choices") if type(v) is dict else None
+    if type(choices) is not list:
+        return []
+    flags: list[Flag] = []
+    for c in choices:
+        if type(c) is dict:
+            results = c.get("content_filter_results")
+            if results is not None:
+                flags += flags_from_results(results, "completion")
+    return flags
 
 
 def error_flags(err: Any) -> list[Flag]:
@@ -275,6 +308,89 @@ def _greatest(a: bool | int | None, b: bool | int | None) -> bool | int | None:
     return max(a, b)
 
 
+class FlagTable:
+    """Safety flags merged as they are found: one entry per (stage, category).
+
+    What ``merge_flags`` gives for the flags added, without building a flag
+    per frame first: Azure streams repeat every category on every annotation
+    frame, so the parse adds filter results straight into the table.
+    """
+
+    __slots__ = ("_merged", "_seen")
+
+    def __init__(self) -> None:
+        self._merged: dict[tuple[str, str], list] = {}
+        self._seen: dict[tuple[str, str], dict] = {}
+
+    def add(self, stage: str, category: str, severity: str | None, filtered: bool | None,
+            detected: bool | None) -> None:
+        """Merge one flag: the worst severity, and filtered/detected if any says so."""
+        self._keep((stage, category), _RANK.get(severity), filtered, detected)
+
+    def _keep(self, key: tuple[str, str], rank: int | None, filtered: bool | None, detected: bool | None) -> None:
+        kept = self._merged.get(key)
+        if kept is None:
+            self._merged[key] = [rank, filtered, detected]
+            return
+        if rank is not None and (kept[0] is None or rank > kept[0]):
+            kept[0] = rank
+        if filtered is not None and (kept[1] is None or filtered > kept[1]):
+            kept[1] = filtered
+        if detected is not None and (kept[2] is None or detected > kept[2]):
+            kept[2] = detected
+
+    def add_flags(self, flags: list[Flag]) -> None:
+        """Merge flags already built (``Flag`` dicts)."""
+        for f in flags:
+            self._keep((f["stage"], f["category"]), _RANK.get(f["severity"]), f["filtered"], f["detected"])
+
+    def add_results(self, results: Any, stage: str) -> None:
+        """Merge the flags of an Azure ``content_filter_results`` object (as ``flags_from_results`` reads it).
+
+        An entry equal to the last one read for its stage and category is
+        skipped: a stream repeats them frame after frame, and merging a flag
+        twice changes nothing.
+        """
+        if type(results) is not dict:
+            return
+        merged, seen = self._merged, self._seen
+        for category, value in results.items():
+            if type(value) is not dict:
+                continue
+            key = (stage, category)
+            if seen.get(key) == value:
+                continue
+            seen[key] = value
+            severity, filtered, detected = value.get("severity"), value.get("filtered"), value.get("detected")
+            if filtered is not None and type(filtered) is not bool:
+                filtered = as_boolean(filtered)
+            if detected is not None and type(detected) is not bool:
+                detected = as_boolean(detected)
+            if severity is not None:
+                rank = _RANK.get((severity if type(severity) is str else as_text(severity)).lower())
+            elif filtered is None and detected is None:
+                continue
+            else:
+                rank = None
+            if key in merged:
+                self._keep(key, rank, filtered, detected)
+            else:
+                merged[key] = [rank, filtered, detected]
+
+    def flags(self) -> list[Flag]:
+        """The merged flags, sorted by stage then category."""
+        return [
+            {
+                "stage": stage,
+                "category": category,
+                "severity": None if rank is None else SEVERITIES[rank],
+                "filtered": filtered,
+                "detected": detected,
+            }
+            for (stage, category), (rank, filtered, detected) in sorted(self._merged.items())
+        ]
+
+
 def merge_flags(flags: list[Flag]) -> list[Flag]:
     """One flag per (stage, category): the worst severity, and filtered/detected if any says so.
 
@@ -283,27 +399,11 @@ def merge_flags(flags: list[Flag]) -> list[Flag]:
     vocabulary counts as unknown; ``filtered`` is true if any flag says so,
     false if one says false and none true, ``None`` if none tells.
     """
-    merged: dict[tuple[str, str], list] = {}
-    for f in flags:
-        key = (f["stage"], f["category"])
-        rank = _RANK.get(f["severity"])
-        kept = merged.get(key)
-        if kept is None:
-            merged[key] = [rank, f["filtered"], f["detected"]]
-        else:
-            kept[0] = _greatest(kept[0], rank)
-            kept[1] = _greatest(kept[1], f["filtered"])
-            kept[2] = _greatest(kept[2], f["detected"])
-    return [
-        {
-            "stage": stage,
-            "category": category,
-            "severity": None if rank is None else SEVERITIES[rank],
-            "filtered": filtered,
-            "detected": detected,
-        }
-        for (stage, category), (rank, filtered, detected) in sorted(merged.items())
-    ]
+    if not flags:
+        return []
+    table = FlagTable()
+    table.add_flags(flags)
+    return table.flags()
 
 
 def any_filtered(flags: list[Flag], stage: str | None = None) -> bool:
