@@ -30,14 +30,15 @@ def refused(rules: list[dict], **settings) -> ConfigError:
 
 class TestPackagedRules:
     def test_the_packaged_rules_load_with_the_default_config(self):
-        """The default config reads conf/alerts.yaml: four rules, all going to the console sink."""
+        """The default config reads conf/alerts.yaml: five rules, all going to the console sink."""
         settings = load_settings()
         names = [r.name for r in settings.alerts.rules]
-        assert names == ["content_filter_spike", "token_budget", "error_rate", "quarantine_rate"]
+        assert names == ["content_filter_spike", "databricks_safety_spike", "token_budget", "error_rate",
+                         "quarantine_rate"]
         spike = settings.alerts.rules[0]
         assert isinstance(spike.condition, RatioCondition) and spike.condition.min_rows == 20
         assert (spike.window_s, spike.slide_s, spike.watermark_s) == (300, 60, 120)
-        assert isinstance(settings.alerts.rules[1].condition, SumCondition)
+        assert isinstance(settings.alerts.rules[2].condition, SumCondition)
         assert [s.name for s in settings.sinks] == ["console"]
 
     def test_alerts_can_be_switched_off(self):
