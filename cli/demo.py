@@ -127,7 +127,7 @@ def run_demo(
     progress = Progress(out=out)
     console = ConsoleSink(ConsoleSinkSettings(name="console"), stream=out)
     job = Job(spark, settings, on_metrics=progress, sinks=[console]).start()
-    say("  streaming: one query per table, 1 second trigger")
+    say("  streaming: one query reading both tables, 1 second trigger")
     inserted: set[str] = set()
     started = time.monotonic()
     try:
