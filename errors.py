@@ -41,6 +41,16 @@ class JavaNotFoundError(GatewatchError):
         )
 
 
+class ConnectUnreachableError(GatewatchError):
+    """The Spark Connect server named by ``--remote`` or ``SPARK_REMOTE`` does not answer."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"cannot reach the Spark Connect server at {url} ({reason}).",
+            fix="start the server (README, \"Spark Connect\"), or check --remote / SPARK_REMOTE.",
+        )
+
+
 class DeltaJarsMissingError(GatewatchError):
     """The Delta Lake jars for local Spark are not in the jar cache."""
 

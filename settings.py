@@ -28,6 +28,8 @@ class SparkSettings(_Frozen):
     driver_memory: str = "4g"
     ui: bool = False
     conf: dict[str, str] = Field(default_factory=dict)
+    remote: str | None = Field(None, pattern=r"^sc://[^/\s]+")
+    """A Spark Connect server (``sc://host:port``) to run on instead of local Spark; ``SPARK_REMOTE`` when unset."""
 
 
 StartingVersion = int | Literal["earliest", "latest"]

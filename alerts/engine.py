@@ -37,6 +37,14 @@ firing alerts are re-sent to Alertmanager when due (Alertmanager resolves
 an alert that is not re-sent), and a background pass retries pending
 entries between batches.
 
+Over Spark Connect (serverless, standard access mode, ``--remote``) a
+batch runs in a Python process the server starts, which shares no memory
+with the job: there the alerting is not a batch stage. The job calls
+``poke`` when one of its queries committed a batch (its listener runs in
+the job's process), and ``evaluate`` counts every rule's windows from the
+tables, decides, sends and records as in step 3, on the job's own thread:
+one state for every query of the job, kept where the sinks are called.
+
 The ``delta`` sink type is the alerts table itself; a ``delta`` sink naming
 another ``table`` also gets every transition appended there.
 """
@@ -46,6 +54,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,7 +75,7 @@ from gatewatch.streams import outputs as out
 from gatewatch.streams.batch import BatchContext, utc_now
 from gatewatch.alerts.outbox import Courier, OutboxEntry, no_deliveries
 from gatewatch.alerts.state import StateWriter, alert_row, load_state, merge_rows
-from gatewatch.streams.logs import error_summary
+from gatewatch.streams.logs import error_summary, quiet_spark_errors
 from gatewatch.alerts.sinks import Sink, build_sinks
 from gatewatch.alerts.sinks.config import DeltaSinkSettings
 from gatewatch.alerts.sinks.model import Alert, parse_iso
@@ -167,7 +176,8 @@ def check_rules(spark: SparkSession, rules: Sequence[AlertRule], tables: Mapping
             if text is None:
                 continue
             try:
-                frame.where(F.expr(text)).schema  # noqa: B018 - analysis is the check
+                with quiet_spark_errors():
+                    frame.where(F.expr(text)).schema  # noqa: B018 - analysis is the check
             except PySparkException as err:
                 reason = str(err).strip().splitlines()[0][:300]
                 raise ConfigError(f"alerts.rules.{i}.{key}",
@@ -211,19 +221,77 @@ class Alerting:
         self.inflight = 0  # batches whose transitions are not recorded yet
         self.settled = threading.Condition(self.lock)
         self.record_lock = threading.Lock()  # one batch records at a time
-        self.session = spark.newSession()  # the recording's and the state writer's session
+        self.session = _own_session(spark)  # the recording's and the state writer's session
         self.state = StateWriter(self.session, self.tables["alerts"])
         self.advisor = Advisor(settings, self.tables, clock=clock)  # advisory rules, on the delivery tick
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._poked = threading.Event()  # a batch committed since the last ``evaluate`` (Spark Connect)
+        self._evaluator: threading.Thread | None = None
+        self.app_id = f"gatewatch-alerts-{uuid.uuid4()}"  # outbox appends of ``evaluate``: new per run
+        self.evaluations = 0
 
     # ------------------------------------------------------------------ start-up state
 
     def _load_clock(self) -> int | None:
-        times = self.tables["requests"].read(self.spark).select("request_time").unionByName(
-            self.tables["quarantine"].read(self.spark).select("request_time")
-        )
-        return times.agg(F.max(F.unix_micros("request_time"))).first()[0]
+        """The latest ``request_time`` in requests and quarantine, in microseconds."""
+        found = [self.tables[role].read(self.spark).agg(F.max(F.unix_micros("request_time"))).first()[0]
+                 for role in ("requests", "quarantine")]
+        found = [t for t in found if t is not None]
+        return max(found) if found else None
+
+    # ------------------------------------------------------------------ outside the batches (Spark Connect)
+
+    def poke(self) -> None:
+        """One of the job's queries committed a batch with rows: ``evaluate`` soon (see the module docstring)."""
+        self._poked.set()
+
+    def evaluate(self) -> dict[str, Any]:
+        """Count every rule's windows from the tables, decide, send and record, outside any batch.
+
+        The event-time clock moves to the newest ``request_time`` the tables
+        hold. The outbox append is keyed by this run's id and evaluation
+        number; a transition recorded before a restart is in the state the
+        next run loads, so it is not sent as new again. Returns the figures
+        a batch's ``alerts`` metrics carry.
+        """
+        started = time.monotonic()
+        with self.lock:
+            if self.reload:
+                self.state.flush()
+                self.firing = load_state(self.spark, self.tables)
+                self.courier.load_last_sent(self.spark, self.firing)
+                self.reload = False
+            latest = self._load_clock()
+            if latest is not None and (self.max_us is None or latest > self.max_us):
+                self.max_us = latest
+            self.evaluations += 1
+            ticket = Ticket(self.app_id, self.evaluations, self.clock(), self.generation)
+            self._recount()
+            ticket.timings["evaluate_s"] = round(time.monotonic() - started, 3)
+            if self.max_us is not None:
+                self._announce(ticket, self._decide(self.cells, ticket.now, A.from_micros(self.max_us)), self.spark)
+        try:
+            for write in ticket.writes:
+                write()
+        except BaseException:
+            self.abort(ticket)
+            raise
+        figures = {"fired": sum(a.firing for a in ticket.transitions),
+                   "resolved": sum(not a.firing for a in ticket.transitions), "firing": len(self.firing),
+                   **ticket.counts, "duration_s": round(time.monotonic() - started, 3)}
+        log.info("alerts_evaluated", **figures)
+        return figures
+
+    def _evaluate_when_poked(self) -> None:
+        while not self._stop.is_set():
+            if not self._poked.wait(0.5):
+                continue
+            self._poked.clear()
+            try:
+                self.evaluate()
+            except Exception as err:  # noqa: BLE001 - keep evaluating; the next batch retries from the tables
+                log.error("alert_evaluation_failed", error=error_summary(err))
 
     # ------------------------------------------------------------------ the batch stage
 
@@ -477,12 +545,20 @@ class Alerting:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
-        """Deliver what a previous run left pending, then keep delivering between batches in the background."""
+    def start(self, *, evaluate: bool = False) -> None:
+        """Deliver what a previous run left pending, then keep delivering between batches in the background.
+
+        With ``evaluate`` (the job's batches run on a Spark Connect server)
+        a thread of its own also runs ``evaluate`` after every ``poke``.
+        """
         self.deliver(safe=True)
+        if evaluate and self._evaluator is None:
+            self._evaluator = threading.Thread(target=self._evaluate_when_poked, name="gatewatch-alert-evaluation",
+                                               daemon=True)
+            self._evaluator.start()
         interval = self.settings.alerts.deliver_interval_s
         if interval > 0 and self._ticker is None:
-            session = self.spark.newSession()
+            session = _own_session(self.spark)
             self._ticker = threading.Thread(target=self._tick, args=(session, interval), name="gatewatch-alerts",
                                             daemon=True)
             self._ticker.start()
@@ -499,12 +575,22 @@ class Alerting:
     def close(self) -> None:
         """Stop the background deliveries and close the sinks."""
         self._stop.set()
+        if self._evaluator is not None:
+            self._evaluator.join(timeout=60)
+            self._evaluator = None
         if self._ticker is not None:
             self._ticker.join(timeout=30)
             self._ticker = None
         self.state.close()
         for sink in self.sinks.values():
             sink.close()
+
+
+def _own_session(spark: SparkSession) -> SparkSession:
+    """A session of its own for background work on classic Spark; over Spark Connect the job's (its client is thread-safe)."""
+    from gatewatch.streams.spark import is_connect
+
+    return spark if is_connect(spark) else spark.newSession()
 
 
 def ensure_alert_tables(spark: SparkSession, settings: Settings, tables: Mapping[str, out.Table]) -> None:

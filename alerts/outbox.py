@@ -27,6 +27,7 @@ from pyspark.sql.types import StructType
 
 from gatewatch.schemas import ALERT_DELIVERIES, ALERT_OUTBOX
 from gatewatch.streams import outputs as out
+from gatewatch.streams.delta_sql import update_set
 from gatewatch.alerts.sinks import AlertmanagerSink, Sink
 from gatewatch.alerts.sinks.model import Alert
 from gatewatch.alerts import decide as D
@@ -221,14 +222,9 @@ class Courier:
         if updates:
             schema = StructType([ALERT_OUTBOX[c] for c in ("event_id", "sink", "delivery_status", "attempts",
                                                            "delivered_at", "last_error")])
-            source = spark.createDataFrame(updates, schema)
-            (
-                self.tables["outbox"].delta(spark).alias("t")
-                .merge(source.alias("s"), "t.event_id = s.event_id AND t.sink = s.sink")
-                .whenMatchedUpdate(set={c: f"s.{c}" for c in ("delivery_status", "attempts", "delivered_at",
-                                                                "last_error")})
-                .execute()
-            )
+            self.tables["outbox"].merge(
+                spark.createDataFrame(updates, schema), "t.event_id = s.event_id AND t.sink = s.sink",
+                matched=update_set(("delivery_status", "attempts", "delivered_at", "last_error")), not_matched=None)
 
     def due(self, firing: Mapping[str, Alert]) -> bool:
         """Whether a delivery pass has work: pending entries, or a firing alert due for an Alertmanager re-send."""

@@ -48,14 +48,8 @@ def alert_row(alert: Alert, now: datetime) -> dict[str, Any]:
 
 def merge_rows(spark: SparkSession, table: out.Table, rows: Sequence[dict[str, Any]]) -> None:
     """Upsert alert rows by dedup key; a row replaces one no newer than itself (so a repeat changes nothing)."""
-    source = spark.createDataFrame(list(rows), ALERTS)
-    (
-        table.delta(spark).alias("t")
-        .merge(source.alias("s"), "t.dedup_key = s.dedup_key")
-        .whenMatchedUpdateAll(condition="s.updated_at >= t.updated_at")
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+    table.merge(spark.createDataFrame(list(rows), ALERTS), "t.dedup_key = s.dedup_key",
+                matched_condition="s.updated_at >= t.updated_at")
 
 
 def load_state(spark: SparkSession, tables: Mapping[str, out.Table]) -> dict[str, Alert]:

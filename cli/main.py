@@ -33,6 +33,8 @@ def _settings(args: argparse.Namespace):
         flags.append(f"checkpoint_root={args.checkpoint}")
     if getattr(args, "available_now", False):
         flags.append("trigger.mode=available_now")
+    if getattr(args, "remote", None):
+        flags.append(f"spark.remote={json.dumps(args.remote)}")
     for flag, key in (("wheel", "wheel"), ("config_path", "config_path"), ("name", "name"), ("compute", "compute")):
         if getattr(args, flag, None):
             flags.append(f"deploy.{key}={json.dumps(getattr(args, flag))}")  # JSON: always a YAML string
@@ -244,6 +246,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (default: the packaged conf/gatewatch.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
+    p.add_argument("--remote", metavar="sc://HOST:PORT",
+                   help="run on a Spark Connect server (default: SPARK_REMOTE, else local Spark)")
+
+
+def _cmd_connect_server(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from gatewatch.streams.spark import check_java, connect_server_command
+
+    check_java()
+    command = connect_server_command(args.port, host=args.host, master=args.master)
+    print(f"gatewatch: Spark Connect server with Delta on sc://{args.host}:{args.port} (Ctrl-C stops it)",
+          file=sys.stderr)
+    return subprocess.call(command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     setup = sub.add_parser("setup", help="fetch the Delta jars once into the local cache")
     setup.set_defaults(func=_cmd_setup)
+
+    cs = sub.add_parser("connect-server", help="start a local Spark Connect server with Delta (foreground)")
+    cs.add_argument("--port", type=int, default=15002, help="port to listen on (default: 15002)")
+    cs.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    cs.add_argument("--master", default="local[2]", help="Spark master of the server (default: local[2])")
+    cs.set_defaults(func=_cmd_connect_server)
 
     run = sub.add_parser("run", help="tail inference tables and write requests and quarantine")
     run.add_argument("--source", action="append", metavar="TABLE", help="a Delta path or catalog table (repeatable)")

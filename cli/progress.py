@@ -82,14 +82,12 @@ class SourcePlan:
 
 def plan_source(spark: Any, source: SourceSettings, resume_after: int | None) -> SourcePlan:
     """The versions and rows one source's run will read, from its table history."""
-    from delta.tables import DeltaTable
+    from gatewatch.streams import delta_sql
+    from gatewatch.streams.source import sql_name
 
-    from gatewatch.streams.source import is_path
-
-    path = is_path(source.table)
-    table = DeltaTable.forPath(spark, source.table) if path else DeltaTable.forName(spark, source.table)
     history = sorted((r["version"], r["operation"], r["operationMetrics"])
-                     for r in table.history().select("version", "operation", "operationMetrics").collect())
+                     for r in delta_sql.history(spark, sql_name(source.table))
+                     .select("version", "operation", "operationMetrics").collect())
     latest = history[-1][0] if history else 0
     if resume_after is not None:
         start = resume_after + 1
@@ -258,8 +256,13 @@ def live_run(spark: Any, settings: Settings, log_format: str = "auto",
 
 @contextlib.contextmanager
 def live_tasks(spark: Any, title: str, stream: TextIO | None = None) -> Iterator[SparkTasks | None]:
-    """Around a batch command (``replay``) on a terminal: its Spark tasks as a live bar; else ``None``."""
-    if not wanted(stream):
+    """Around a batch command (``replay``) on a terminal: its Spark tasks as a live bar; else ``None``.
+
+    Over Spark Connect there is no status tracker to poll: no bar.
+    """
+    from gatewatch.streams.spark import is_connect
+
+    if not wanted(stream) or is_connect(spark):
         yield None
         return
     with SparkTasks(spark, title) as tasks:

@@ -27,11 +27,12 @@ from functools import reduce
 from string import Formatter
 from typing import Any
 
-
+from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
 from gatewatch.errors import UnsupportedExpectationError
+from gatewatch.streams.logs import quiet_spark_errors
 
 FailPredicate = Callable[[Mapping[str, Any]], Column]
 """``(kwargs) -> Column``: TRUE when a row fails the expectation."""
@@ -197,10 +198,13 @@ def sql_condition(text: str) -> Column:
     session = SparkSession.getActiveSession()
     if session is not None:
         try:  # parse now (F.expr parses lazily); the columns are resolved later, on the real rows
-            session._jsparkSession.sessionState().sqlParser().parseExpression(text)
-        except Exception as err:  # py4j wraps the JVM's ParseException
+            with quiet_spark_errors():
+                session.range(0).select(condition).schema  # noqa: B018 - analysis parses the text
+        except ParseException as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise UnsupportedExpectationError(f"does not parse as a Spark SQL condition: '{text}' ({first}).") from err
+        except AnalysisException:  # it parsed: its columns are not those of ``range``
+            pass
     return condition
 
 

@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 from gatewatch.errors import ConfigError
 from gatewatch.schemas import CANONICAL_INPUT, QUARANTINE_REASONS
 from gatewatch.settings import Settings
+from gatewatch.streams.delta_sql import update_set
 
 log = structlog.get_logger("gatewatch.replay")
 
@@ -131,33 +132,20 @@ def replay(
 
 
 def _merge_requests(spark: SparkSession, requests, rows: DataFrame) -> None:
-    deduped = rows.dropDuplicates(["databricks_request_id"])
-    (
-        requests.delta(spark).alias("t")
-        .merge(deduped.alias("s"), "t.databricks_request_id = s.databricks_request_id")
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+    requests.merge(rows.dropDuplicates(["databricks_request_id"]), "t.databricks_request_id = s.databricks_request_id",
+                   matched=None)
 
 
 def _update_quarantine(spark: SparkSession, quarantine, flagged: DataFrame, now: datetime, view) -> None:
     fixed = (
         flagged.where(F.col("_passes"))
-        .select("databricks_request_id", "_commit_version", F.col("parser_version").alias("resolved_by"))
+        .select("databricks_request_id", "_commit_version", F.col("parser_version").alias("resolved_by"),
+                F.lit(now).cast("timestamp").alias("resolved_at"))
         .dropDuplicates(["databricks_request_id", "_commit_version"])
     )
-    (
-        quarantine.delta(spark).alias("t")
-        .merge(fixed.alias("s"), f"{_KEY} AND t.status = 'open'")
-        .whenMatchedUpdate(
-            set={
-                "status": F.lit("resolved"),
-                "resolved_by_parser_version": F.col("s.resolved_by"),
-                "resolved_at": F.lit(now).cast("timestamp"),
-            }
-        )
-        .execute()
-    )
+    quarantine.merge(fixed, f"{_KEY} AND t.status = 'open'", not_matched=None,
+                     matched="UPDATE SET t.status = 'resolved', t.resolved_by_parser_version = s.resolved_by, "
+                             "t.resolved_at = s.resolved_at")
     refreshed = (
         flagged.where(~F.col("_passes"))
         .withColumn("quarantine_reason", F.coalesce("quarantine_reason", F.lit("unknown_shape")))
@@ -166,14 +154,9 @@ def _update_quarantine(spark: SparkSession, quarantine, flagged: DataFrame, now:
                 "shape_fingerprint", "parser_version")
         .dropDuplicates(["databricks_request_id", "_commit_version"])
     )
-    (
-        quarantine.delta(spark).alias("t")
-        .merge(refreshed.alias("s"), f"{_KEY.replace(' = s.databricks', ' <=> s.databricks')} AND t.status = 'open'")
-        .whenMatchedUpdate(
-            set={c: F.col(f"s.{c}") for c in ("reason", "failed_expectations", "shape", "shape_fingerprint", "parser_version")}
-        )
-        .execute()
-    )
+    quarantine.merge(refreshed, f"{_KEY.replace(' = s.databricks', ' <=> s.databricks')} AND t.status = 'open'",
+                     matched=update_set(("reason", "failed_expectations", "shape", "shape_fingerprint",
+                                         "parser_version")), not_matched=None)
 
 
 def _tables(settings: Settings) -> dict[str, Any]:

@@ -196,8 +196,6 @@ def read_snapshot(spark: SparkSession, source: SourceSettings, *, version: int |
     ``sample`` keeps that many rows, chosen by a hash of the request id, so
     the same snapshot gives the same sample on every run.
     """
-    from delta.tables import DeltaTable
-
     from gatewatch.errors import ChangeFeedDisabledError
     from gatewatch.streams.source import check_source, detect_kind, is_path, to_canonical
 
@@ -213,8 +211,10 @@ def read_snapshot(spark: SparkSession, source: SourceSettings, *, version: int |
         reader = reader.option("timestampAsOf", timestamp)
     raw = reader.load(source.table) if path else reader.table(source.table)
     kind = kind or detect_kind(raw.schema, source.table)
-    delta = DeltaTable.forPath(spark, source.table) if path else DeltaTable.forName(spark, source.table)
-    history = delta.history().select("version", "timestamp")
+    from gatewatch.streams import delta_sql
+    from gatewatch.streams.source import sql_name
+
+    history = delta_sql.history(spark, sql_name(source.table)).select("version", "timestamp")
     if version is not None:
         at = history.where(F.col("version") == version).first()
     elif timestamp is not None:

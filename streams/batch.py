@@ -30,11 +30,11 @@ from typing import Any, Protocol
 
 import structlog
 from pyspark import StorageLevel
-from pyspark.util import inheritable_thread_target
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from gatewatch.streams import outputs as out
+from gatewatch.streams.spark import thread_target
 from gatewatch.transforms import staging as S
 from gatewatch.transforms.events import is_flagged, safety_events, token_events
 from gatewatch.schemas import FAILED_EXPECTATION
@@ -166,6 +166,7 @@ class BatchFrames(Mapping[str, DataFrame]):
     """
 
     def __init__(self, parsed: DataFrame, now: datetime) -> None:
+        self.session = parsed.sparkSession
         written = parsed.where(processed_rows())
         self._build: dict[str, Callable[[], DataFrame]] = {
             "requests": lambda: written.transform(requests_view()),
@@ -190,20 +191,18 @@ class BatchFrames(Mapping[str, DataFrame]):
 
 
 def materialize(df: DataFrame) -> DataFrame:
-    """Compute ``df`` once and keep its rows (memory, spilling to disk) under a plan that is only those rows.
+    """Keep ``df``'s rows (memory, spilling to disk) once computed: the batch's later queries read them, not the feed.
 
-    Every later query over the result plans in milliseconds instead of
-    re-planning the whole parse. Free it with ``release``.
+    The rows are computed by the first query over the result (the batch's
+    figures) and kept until ``release``. ``persist``/``unpersist`` are the
+    same calls on classic Spark and over Spark Connect.
     """
-    return df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+    return df.persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def release(df: DataFrame) -> None:
-    """Free the rows ``materialize`` kept (Spark Connect frees them with the session)."""
-    try:
-        df._jdf.queryExecution().analyzed().rdd().unpersist(False)
-    except Exception:  # noqa: BLE001 - no JVM handle (Spark Connect) or already gone
-        log.debug("release_skipped")
+    """Free the rows ``materialize`` kept."""
+    df.unpersist()
 
 
 def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str, Any]:
@@ -214,7 +213,6 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
     """
     started = time.monotonic()
     now = ctx.clock()
-    spark = batch.sparkSession
     timings: dict[str, float] = {}
     # The change feed is read once: every row is parsed and kept for the counts and the writes.
     parsed = materialize(process_all(batch, ctx.contract))
@@ -252,14 +250,8 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
             extra = [w for _, t in tickets for w in getattr(t, "writes", ())]
             if replaces:
                 latest_rows = frames["requests"].transform(latest_per_request("source_commit_version"))
-                with out.idempotent_dml(spark, ctx.app_id, batch_id):
-                    (
-                        ctx.requests.delta(spark).alias("t")
-                        .merge(latest_rows.alias("s"), "t.databricks_request_id = s.databricks_request_id")
-                        .whenMatchedUpdateAll()
-                        .whenNotMatchedInsertAll()
-                        .execute()
-                    )
+                # sets each request to its latest row: a retried batch merging the same rows changes nothing
+                ctx.requests.merge(latest_rows, "t.databricks_request_id = s.databricks_request_id")
                 appends = [("quarantine", ctx.quarantine, quarantined)]
             else:
                 appends = [
@@ -359,7 +351,7 @@ def _append_all(ctx: BatchContext, frames: Mapping[str, DataFrame], appends: lis
             write()
         return
     with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="gatewatch-append") as pool:
-        futures = [pool.submit(inheritable_thread_target(write)) for write in todo]
+        futures = [pool.submit(thread_target(frames.session, write)) for write in todo]
         for future in futures:
             future.result()
 

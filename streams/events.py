@@ -6,7 +6,7 @@ which reads the requests table's change feed every ``output.events_interval``
 (one commit per event table per interval instead of two per micro-batch).
 Inserted requests are appended to the event tables once per (app id, batch
 id); requests updated by a MERGE (their source rows were updated) replace
-their events by MERGE under the same guard. With ``available_now`` the job
+their events by MERGE (merging the same rows again changes nothing). With ``available_now`` the job
 runs this query once its source queries have ended, so the events hold every
 request when the run exits.
 """
@@ -68,16 +68,14 @@ def handle_events_batch(ctx: EventsContext, batch: DataFrame, batch_id: int) -> 
 
 
 def _write_events(ctx: EventsContext, batch: DataFrame, batch_id: int, started: float) -> dict[str, Any]:
-    spark = batch.sparkSession
     changes = batch.groupBy("_change_type").count().collect()
     counts = {r["_change_type"]: r["count"] for r in changes}
     rows = batch.where(F.col("_change_type").isin("insert", "update_postimage")).select(*REQUEST_COLUMNS)
     tokens, safety = rows.transform(token_events), rows.transform(safety_events)
-    if counts.get("update_postimage"):
-        with out.idempotent_dml(spark, ctx.app_id, batch_id):
-            _merge(spark, ctx.token_events, tokens, ("databricks_request_id",))
-            _merge(spark, ctx.safety_events, safety.dropDuplicates(["databricks_request_id", "stage", "category"]),
-                   ("databricks_request_id", "stage", "category"))
+    if counts.get("update_postimage"):  # merging the same rows twice changes nothing: a retried batch is safe
+        _merge(ctx.token_events, tokens, ("databricks_request_id",))
+        _merge(ctx.safety_events, safety.dropDuplicates(["databricks_request_id", "stage", "category"]),
+               ("databricks_request_id", "stage", "category"))
     elif counts.get("insert"):
         out.append(tokens, ctx.token_events, ctx.app_id, batch_id, counts["insert"])
         out.append(safety, ctx.safety_events, ctx.app_id, batch_id, counts["insert"])
@@ -87,14 +85,8 @@ def _write_events(ctx: EventsContext, batch: DataFrame, batch_id: int, started: 
     return metrics
 
 
-def _merge(spark: SparkSession, table: out.Table, rows: DataFrame, keys: tuple[str, ...]) -> None:
-    (
-        table.delta(spark).alias("t")
-        .merge(rows.alias("s"), " AND ".join(f"t.{k} <=> s.{k}" for k in keys))
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+def _merge(table: out.Table, rows: DataFrame, keys: tuple[str, ...]) -> None:
+    table.merge(rows, " AND ".join(f"t.{k} <=> s.{k}" for k in keys))
 
 
 def _run(ctx: EventsContext, batch: DataFrame, batch_id: int) -> None:
@@ -109,7 +101,7 @@ def starting_version(spark: SparkSession, settings: Settings, tables: dict[str, 
     """
     if has_offsets(checkpoint(settings)):
         return None
-    return int(tables["requests"].delta(spark).history(1).select("version").first()[0])
+    return tables["requests"].latest_version(spark)
 
 
 def events_context(settings: Settings, tables: dict[str, out.Table]) -> EventsContext:

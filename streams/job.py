@@ -4,6 +4,14 @@ The sources without a ``group`` share one query (Spark unions their change
 feeds and keeps each one's offsets in the query's checkpoint), so a trigger
 pays a micro-batch's fixed cost once, however many endpoints the job tails.
 One more query keeps the event tables up with requests (``streams.events``).
+
+Over Spark Connect (serverless, standard access mode, ``--remote``) each
+batch runs in a Python process of the server: the batch function gets only
+what it needs to write (the tables, the contract), never the job's objects.
+The job's own work follows the queries from its listener, which runs here:
+the progress lines and status file as on classic Spark, the live display
+fed from each batch's input rows, and the alerting evaluated after each
+batch with rows (``Alerting.evaluate``) instead of inside it.
 """
 
 from __future__ import annotations
@@ -32,11 +40,12 @@ from gatewatch.streams.logs import error_summary
 from gatewatch.quarantine.contract import load_contract
 from gatewatch.streams.parsers import load_parser_modules
 from gatewatch.streams.batch import BatchContext, BatchHook, BatchStage, handle_batch
-from gatewatch.streams.observe import Observer, ProgressListener, latest_commit
+from gatewatch.streams.observe import Observer, ProgressListener, latest_commit, source_index
 from gatewatch.streams.events import start_events_query, starting_version
 from gatewatch.streams.recovery import damaged_file, replaced_source, resume_version
 from gatewatch.alerts.sinks.base import Sink
 from gatewatch.streams.source import QueryGroup, SourceTable, check_source, has_offsets, query_groups, read_change_feeds
+from gatewatch.streams.spark import is_connect
 
 log = structlog.get_logger("gatewatch.job")
 
@@ -128,7 +137,15 @@ def start_query(
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
     stages: tuple[BatchStage, ...] = (),
 ) -> RunningQuery:
-    """Start the streaming query of one group of sources."""
+    """Start the streaming query of one group of sources.
+
+    Over Spark Connect the batch function runs in the server's Python
+    process: ``hooks``, ``on_metrics`` and ``stages``, which live in this
+    one, are refused (the ``Job`` follows the query from its listener instead).
+    """
+    if is_connect(spark) and (hooks or on_metrics or stages):
+        raise ValueError("over Spark Connect a batch runs in the server's Python process: no hooks, "
+                         "on_metrics or stages (see Job)")
     ctx = BatchContext(
         source=group.name,
         app_id=out.checkpoint_app_id(group.checkpoint),
@@ -204,7 +221,12 @@ class Job:
     ) -> None:
         self.spark = spark
         self.settings = settings
+        self.remote = is_connect(spark)
+        """The batches run in a Spark Connect server's Python process, not in this one."""
+        if self.remote and hooks:
+            raise ValueError("batch hooks run in the job's process: not over Spark Connect")
         self.hooks = hooks
+        self.user_metrics = on_metrics
         self.sources = [check_source(spark, s) for s in settings.sources]
         self.groups = query_groups(self.sources, settings.checkpoint_root)
         check_layout(self.groups, settings.checkpoint_root)
@@ -236,9 +258,9 @@ class Job:
     def start(self) -> Job:
         """Start one query per group of sources (and the alert delivery, which first sends what is pending)."""
         if self.alerting is not None:
-            self.alerting.start()
+            self.alerting.start(evaluate=self.remote)
         self.observer.write()
-        self.listener = ProgressListener(self.observer)
+        self.listener = ProgressListener(self.observer, then=self._followed if self.remote else None)
         try:
             self.spark.streams.addListener(self.listener)
         except Exception as err:  # noqa: BLE001 - without a listener the status still follows each batch
@@ -249,8 +271,7 @@ class Job:
                                              start=self.events_start)
         for group in self.groups:
             try:
-                rq = start_query(self.spark, self.settings, group, self.tables, self.contract, self.hooks,
-                                 self.on_metrics, self.stages)
+                rq = self._start_query(group)
             except Exception as err:
                 self._close_listener()
                 self._stop_events()
@@ -261,6 +282,28 @@ class Job:
             self.observer.attach([t.settings.source_name for t in group.tables], rq.query)
         return self
 
+    def _start_query(self, group: QueryGroup) -> RunningQuery:
+        if self.remote:  # the batch function gets nothing of this process (see the module docstring)
+            return start_query(self.spark, self.settings, group, self.tables, self.contract)
+        return start_query(self.spark, self.settings, group, self.tables, self.contract, self.hooks,
+                           self.on_metrics, self.stages)
+
+    def _followed(self, progress: dict[str, Any]) -> None:
+        """A progress event of a query, over Spark Connect: poke the alerting, feed the live display."""
+        queries = {str(rq.query.id): rq for rq in list(self.running)}
+        rq = queries.get(str(progress.get("id")))
+        if rq is None or not progress.get("numInputRows"):
+            return
+        if self.alerting is not None:
+            self.alerting.poke()
+        if self.user_metrics is not None:
+            sources = progress.get("sources") or []
+            for position, table in enumerate(rq.group.tables):
+                index = source_index(progress, table.name, position)
+                rows = (sources[index].get("numInputRows") if index < len(sources) else None) or 0
+                self.user_metrics({"source": table.settings.source_name, "batch_id": progress.get("batchId"),
+                                   "rows": int(rows)})
+
     def _metrics_to(self, on_metrics: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
         def both(metrics: dict[str, Any]) -> None:
             self.observer.on_metrics(metrics)
@@ -270,9 +313,7 @@ class Job:
         return both
 
     def _restart(self, rq: RunningQuery) -> None:
-        fresh = start_query(
-            self.spark, self.settings, rq.group, self.tables, self.contract, self.hooks, self.on_metrics, self.stages
-        )
+        fresh = self._start_query(rq.group)
         rq.query, rq.restarts = fresh.query, rq.restarts + 1
         self.observer.attach([t.settings.source_name for t in rq.group.tables], rq.query, restarts=rq.restarts)
 
@@ -334,6 +375,8 @@ class Job:
                 self.events = start_events_query(self.spark, self.settings, self.tables, available_now=True,
                                                  start=self.events_start)
                 self.events.awaitTermination()
+            if self.remote and self.alerting is not None and not self.failures:
+                self.alerting.evaluate()  # the last batches' rows
         finally:
             if not any(rq.query.isActive for rq in self.running):
                 self._stop_events()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 import structlog
 
@@ -38,6 +40,24 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )
+
+
+PYSPARK_ERROR_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
+"""PySpark logs every SQL error it raises, with the server's stack trace, on these loggers."""
+
+
+@contextlib.contextmanager
+def quiet_spark_errors() -> Iterator[None]:
+    """Around an analysis that is expected to fail (gatewatch names the error itself): PySpark logs nothing."""
+    loggers = [logging.getLogger(name) for name in PYSPARK_ERROR_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 _WRAPPER_LINES = ("An error occurred while calling", "Traceback (most recent call last)")

@@ -117,16 +117,10 @@ def source_index(progress: Mapping[str, Any], table: str, position: int) -> int:
 
 
 def latest_commit(spark: Any, table: Any) -> Commit | None:
-    """The latest version of a source table and its commit time, from ``history(1)``."""
-    from delta.tables import DeltaTable
-    from pyspark.sql import functions as F
+    """The latest version of a source table and its commit time, from ``DESCRIBE HISTORY ... LIMIT 1``."""
+    from gatewatch.streams import delta_sql
 
-    ref = table.settings.table
-    delta = DeltaTable.forPath(spark, ref) if table.is_path else DeltaTable.forName(spark, ref)
-    row = delta.history(1).select("version", F.unix_micros("timestamp").alias("us")).first()
-    if row is None:
-        return None
-    return int(row["version"]), datetime.fromtimestamp(row["us"] / 1e6, tz=timezone.utc)
+    return delta_sql.latest_commit(spark, table.sql_name)
 
 
 def status_path(checkpoint_root: str) -> Path | None:
@@ -296,15 +290,20 @@ class Observer:
 class ProgressListener(StreamingQueryListener):
     """Hands the progress of the job's queries to its ``Observer`` (other queries are ignored)."""
 
-    def __init__(self, observer: Observer) -> None:
+    def __init__(self, observer: Observer, then: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.observer = observer
+        self.then = then
+        """Called with each progress (as its JSON dict) after the observer took it."""
 
     def onQueryStarted(self, event: Any) -> None:  # noqa: N802 - Spark's name
         pass
 
     def onQueryProgress(self, event: Any) -> None:  # noqa: N802
         try:
-            self.observer.on_progress(json.loads(event.progress.json))
+            progress = json.loads(event.progress.json)
+            self.observer.on_progress(progress)
+            if self.then is not None:
+                self.then(progress)
         except Exception as err:  # noqa: BLE001 - a listener must never stop the query
             log.warning("progress_not_recorded", error=error_summary(err, 200))
 

@@ -1,18 +1,21 @@
 """The output tables: where they live, creating them, and idempotent writes.
 
 Every append carries ``txnAppId`` (stable per streaming query, new for a new
-checkpoint) and ``txnVersion`` (the micro-batch id), and every MERGE runs with
-the same pair as session configuration, so a batch retried after a crash
-writes nothing twice. Outputs are created without table features that other
-Delta readers (delta-rs, DuckDB, Polars) cannot read.
+checkpoint) and ``txnVersion`` (the micro-batch id) as options of that write,
+so a batch retried after a crash appends nothing twice. A MERGE is idempotent
+by what it writes (it sets rows to the values of its source; merging the same
+rows again changes nothing), not by session configuration, which a Spark
+Connect session shares between all its queries and threads. Outputs are
+created without table features that other Delta readers (delta-rs, DuckDB,
+Polars) cannot read. Tables are reached through SQL and DataFrame reads only
+(``streams.delta_sql``), the same on classic Spark and over Spark Connect.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from gatewatch.settings import OutputSettings, Settings
+from gatewatch.streams import delta_sql
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,14 @@ class Table:
         """The table in SQL: ``delta.`/path``` or its catalog name."""
         return f"delta.`{self.ref}`" if self.is_path else self.ref
 
-    def delta(self, spark: SparkSession):
-        """The ``DeltaTable`` handle."""
-        from delta.tables import DeltaTable
+    def merge(self, rows: DataFrame, on: str, **actions: str | None) -> None:
+        """``MERGE INTO`` this table ``t`` from ``rows`` ``s`` (``delta_sql.merge``'s actions)."""
+        delta_sql.merge(rows, self.sql_name, on, **actions)
 
-        return DeltaTable.forPath(spark, self.ref) if self.is_path else DeltaTable.forName(spark, self.ref)
+    def latest_version(self, spark: SparkSession) -> int:
+        """The table's latest version."""
+        found = delta_sql.latest_commit(spark, self.sql_name)
+        return found[0] if found else 0
 
 
 _CATALOG_SCHEMA = re.compile(r"^[A-Za-z_][\w-]*\.[A-Za-z_][\w-]*$")
@@ -85,24 +92,18 @@ def ensure_table(spark: SparkSession, target: Table, schema: StructType,
     checkpoint interval, log and deleted-file retention) are set at creation,
     and on a table created without them by one ``ALTER TABLE`` at start.
     """
-    from delta.tables import DeltaTable
-
-    builder = DeltaTable.createIfNotExists(spark)
-    builder = builder.location(target.ref) if target.is_path else builder.tableName(target.ref)
-    for key, value in (properties or {}).items():
-        builder = builder.property(key, value)
-    builder.addColumns(schema).execute()
+    delta_sql.create_table(spark, target.sql_name, schema, properties)
     present = {f.name.lower() for f in target.read(spark).schema.fields}
     missing_columns = [f for f in schema.fields if f.name.lower() not in present]
     if missing_columns:  # a table created by an earlier version: new columns are added, null for its rows
-        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing_columns)
+        columns = ", ".join(delta_sql.column_ddl(f.__class__(f.name, f.dataType, True, f.metadata))
+                            for f in missing_columns)
         spark.sql(f"ALTER TABLE {target.sql_name} ADD COLUMNS ({columns})")
     if properties:
-        current = target.delta(spark).detail().select("properties").first()["properties"] or {}
+        current = delta_sql.properties(spark, target.sql_name)
         missing = {k: v for k, v in properties.items() if current.get(k) != v}
         if missing:
-            pairs = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(missing.items()))
-            spark.sql(f"ALTER TABLE {target.sql_name} SET TBLPROPERTIES ({pairs})")
+            spark.sql(f"ALTER TABLE {target.sql_name} SET TBLPROPERTIES ({delta_sql.properties_sql(missing)})")
 
 
 ROWS_PER_FILE = 200_000
@@ -126,19 +127,6 @@ def append(df: DataFrame, target: Table, app_id: str, batch_id: int, rows: int |
         writer.save(target.ref)
     else:
         writer.saveAsTable(target.ref)
-
-
-@contextlib.contextmanager
-def idempotent_dml(spark: SparkSession, app_id: str, batch_id: int) -> Iterator[None]:
-    """Run MERGE/UPDATE/DELETE inside with Delta's idempotent-DML session confs set."""
-    conf = spark.conf
-    conf.set("spark.databricks.delta.write.txnAppId", app_id)
-    conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
-    try:
-        yield
-    finally:
-        conf.unset("spark.databricks.delta.write.txnAppId")
-        conf.unset("spark.databricks.delta.write.txnVersion")
 
 
 def checkpoint_app_id(checkpoint: str, purpose: str = "sink") -> str:

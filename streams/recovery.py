@@ -105,14 +105,12 @@ def offsets_of(checkpoint: str) -> list[dict] | None:
 
 def replaced_source(spark: SparkSession, group: QueryGroup) -> int | None:
     """The position in ``group`` of the source whose table is not the one its checkpoint read (dropped and recreated)."""
-    from delta.tables import DeltaTable
+    from gatewatch.streams import delta_sql
 
     offsets = offsets_of(group.checkpoint) or []
     for i, (table, offset) in enumerate(zip(group.tables, offsets)):
         try:
-            ref = table.settings.table
-            delta = DeltaTable.forPath(spark, ref) if table.is_path else DeltaTable.forName(spark, ref)
-            current = delta.detail().select("id").first()["id"]
+            current = delta_sql.table_id(spark, table.sql_name)
         except Exception:  # noqa: BLE001 - a table that cannot be read is the one that changed
             return i
         if offset.get("reservoirId") not in (None, current):

@@ -36,6 +36,7 @@ from pyspark.sql.types import StructType
 from gatewatch.errors import ChangeFeedDisabledError, SourceNotFoundError, SourceSchemaError, UnknownCatalogError
 from gatewatch.schemas import CANONICAL_INPUT
 from gatewatch.settings import SourceSettings
+from gatewatch.streams import delta_sql
 from gatewatch.streams.outputs import check_catalog
 
 GATEWAY_COLUMNS: tuple[str, ...] = (
@@ -100,6 +101,16 @@ class SourceTable:
     def name(self) -> str:
         """The table as the user named it (path or catalog name)."""
         return self.settings.table
+
+    @property
+    def sql_name(self) -> str:
+        """The table in SQL: ``delta.`/path``` or its catalog name."""
+        return sql_name(self.settings.table)
+
+
+def sql_name(table: str) -> str:
+    """A source table in SQL: ``delta.`/path``` for a path, else the catalog name."""
+    return delta_sql.path_name(table) if is_path(table) else table
 
 
 def is_path(table: str) -> bool:
@@ -184,30 +195,26 @@ def to_canonical(df: DataFrame, kind: str, source: SourceSettings) -> DataFrame:
 
 def check_source(spark: SparkSession, source: SourceSettings) -> SourceTable:
     """Check that the table exists, has change data feed on and a known schema."""
-    from delta.tables import DeltaTable
-
     path = is_path(source.table)
     try:
-        if path:
-            if not DeltaTable.isDeltaTable(spark, source.table):
-                raise SourceNotFoundError(source.table)
-            table = DeltaTable.forPath(spark, source.table)
-        else:
+        if not path:
             check_catalog(spark, source.table, "source table")
             if not spark.catalog.tableExists(source.table):
                 raise SourceNotFoundError(source.table)
-            table = DeltaTable.forName(spark, source.table)
-        detail = table.detail().select("properties").first()
+        detail = delta_sql.detail(spark, sql_name(source.table))
+        if detail is None or detail["format"] != "delta":
+            raise SourceNotFoundError(source.table)
+        schema = (spark.read.format("delta").load(source.table) if path else spark.table(source.table)).schema
     except (SourceNotFoundError, UnknownCatalogError):
         raise
     except Exception as err:  # noqa: BLE001 - any read failure means the table is not usable
-        if "DELTA_MISSING_DELTA_TABLE" in str(err) or "not a Delta table" in str(err):
+        if delta_sql.is_missing(err):
             raise SourceNotFoundError(source.table) from None
         raise
-    properties = (detail["properties"] if detail else None) or {}
+    properties = detail["properties"] or {}
     if str(properties.get("delta.enableChangeDataFeed", "false")).lower() != "true":
         raise ChangeFeedDisabledError(source.table, is_path=path)
-    kind = detect_kind(table.toDF().schema, source.table)
+    kind = detect_kind(schema, source.table)
     return SourceTable(settings=source, kind=kind, is_path=path)
 
 

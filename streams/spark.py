@@ -1,9 +1,15 @@
-"""The SparkSession: Databricks' own on a cluster, local Spark with Delta elsewhere.
+"""The SparkSession: Databricks' own on a cluster, a Spark Connect server, or local Spark with Delta.
 
 Locally the Delta jars are resolved once by Spark's own Maven client
 (``spark.jars.packages``, as ``delta.configure_spark_with_delta_pip`` does)
 into a cache folder, and every later session loads them from there with
 ``spark.jars``: nothing is fetched per run or per test.
+
+With ``spark.remote`` (``--remote sc://host:port``) or ``SPARK_REMOTE`` the
+session is a Spark Connect client: the server holds Spark and Delta, and
+only session settings are set from here. Product code runs the same on
+both: SQL and DataFrame calls only, no ``sparkContext`` and no JVM handles
+(``is_connect`` tells the two apart where a thread needs the session).
 """
 
 from __future__ import annotations
@@ -14,10 +20,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from gatewatch.errors import DeltaJarsMissingError, JarFetchError, JavaNotFoundError
+from gatewatch.errors import (
+    ConfigError,
+    ConnectUnreachableError,
+    DeltaJarsMissingError,
+    JarFetchError,
+    JavaNotFoundError,
+)
 from gatewatch.settings import SparkSettings
 
 SCALA_VERSION = "2.13"
@@ -103,21 +117,94 @@ def fetch_jars(*, quiet: bool = False) -> Path:
     return folder
 
 
+def is_connect(spark: Any) -> bool:
+    """True for a Spark Connect session (serverless, standard access mode, ``--remote``)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def thread_target(spark: Any, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` wrapped to run on another thread with ``spark``'s thread state (job tags, local properties)."""
+    from pyspark.util import inheritable_thread_target
+
+    return inheritable_thread_target(spark)(fn)
+
+
+def remote_url(settings: SparkSettings) -> str | None:
+    """The Spark Connect server to use: ``spark.remote``, else ``SPARK_REMOTE``, else None (local Spark)."""
+    return settings.remote or os.environ.get("SPARK_REMOTE") or None
+
+
+def check_reachable(url: str, timeout_s: float = 5.0) -> None:
+    """Open and close a TCP connection to the server of ``url`` (``sc://host:port/;params``).
+
+    Spark Connect's client retries an unreachable server for minutes before
+    it fails; this answers at once.
+
+    Raises:
+        ConnectUnreachableError: naming the address and why.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url.split(";", 1)[0].replace("sc://", "http://", 1))
+    host, port = parsed.hostname, parsed.port or 15002
+    if not host:
+        raise ConfigError("spark.remote", "a Spark Connect URL sc://host:port", url)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as err:
+        raise ConnectUnreachableError(f"sc://{host}:{port}", err.strerror or type(err).__name__) from None
+
+
+CONNECT_CONF = {"spark.sql.session.timeZone": "UTC"}
+"""Session settings gatewatch sets over Spark Connect (a server's static settings are its own)."""
+
+
+def connect_spark(url: str, settings: SparkSettings):
+    """A Spark Connect session on ``url`` with the session settings gatewatch needs and ``spark.conf``.
+
+    Raises:
+        ConnectUnreachableError: the server does not answer.
+        ConfigError: the server refused one of ``spark.conf``'s settings.
+    """
+    from pyspark.sql import SparkSession
+
+    check_reachable(url)
+    spark = SparkSession.builder.remote(url).getOrCreate()
+    for key, value in {**CONNECT_CONF, **settings.conf}.items():
+        try:
+            spark.conf.set(key, value)
+        except Exception as err:  # noqa: BLE001 - a setting the server does not allow a session to change
+            if key in settings.conf:
+                raise ConfigError(f"spark.conf.{key}", "a setting the Spark Connect server lets a session change",
+                                  str(err).strip().splitlines()[0][:200]) from None
+            raise
+    return spark
+
+
 def build_spark(settings: SparkSettings | None = None, app_name: str = "gatewatch"):
     """Return the SparkSession to run on.
 
-    On Databricks this is the cluster's session. Elsewhere it is local Spark
-    with the Delta SQL extension and catalog and the cached Delta jars.
+    On Databricks this is the cluster's session (a Spark Connect one on
+    serverless and in standard access mode). With ``spark.remote`` or
+    ``SPARK_REMOTE`` it is a Spark Connect session on that server. Elsewhere
+    it is local Spark with the Delta SQL extension and catalog and the
+    cached Delta jars.
 
     Raises:
         JavaNotFoundError: no Java runtime.
         DeltaJarsMissingError: the jar cache has no Delta connector.
+        ConnectUnreachableError: the Spark Connect server does not answer.
     """
     from pyspark.sql import SparkSession
 
     if on_databricks():
         return SparkSession.builder.getOrCreate()
     settings = settings or SparkSettings()
+    url = remote_url(settings)
+    if url:
+        return connect_spark(url, settings)
     check_java()
     jars = cached_jars()
     if not jars:
@@ -144,3 +231,44 @@ def build_spark(settings: SparkSettings | None = None, app_name: str = "gatewatc
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+CONNECT_SERVER = "org.apache.spark.sql.connect.service.SparkConnectServer"
+"""The Spark Connect server's main class (its jar ships in PySpark's wheel)."""
+
+
+def connect_server_command(port: int, *, host: str = "127.0.0.1", master: str = "local[2]",
+                           driver_memory: str = "2g", conf: dict[str, str] | None = None) -> list[str]:
+    """The ``spark-submit`` command of a local Spark Connect server with Delta on ``host:port``.
+
+    The server loads the cached Delta jars and sets Delta's SQL extension
+    and catalog; its Python workers (``foreachBatch``) run this Python.
+
+    Raises:
+        DeltaJarsMissingError: the jar cache has no Delta connector (``gatewatch setup``).
+    """
+    import pyspark
+
+    jars = cached_jars()
+    if not jars:
+        raise DeltaJarsMissingError(str(jars_dir()), delta_artifact())
+    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    settings = {
+        "spark.connect.grpc.binding.address": host,
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.driver.memory": driver_memory,
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        **(conf or {}),
+    }
+    command = [str(submit), "--class", CONNECT_SERVER, "--master", master, "--jars", ",".join(jars)]
+    for key, value in settings.items():
+        command += ["--conf", f"{key}={value}"]
+    return command

@@ -67,13 +67,11 @@ def parse_when(text: str | None, key: str, now: datetime) -> datetime | None:
 
 def table_exists(spark: SparkSession, output: OutputSettings, role: str) -> bool:
     """Whether the output table of ``role`` exists (a Delta folder, or a catalog table)."""
-    from delta.tables import DeltaTable
-
-    from gatewatch.streams import outputs
+    from gatewatch.streams import delta_sql, outputs
 
     target = outputs.table(output, queries.table_names(output)[role])
     if target.is_path:
-        return bool(DeltaTable.isDeltaTable(spark, target.ref))
+        return delta_sql.is_delta(spark, target.ref)
     return bool(spark.catalog.tableExists(target.ref))
 
 

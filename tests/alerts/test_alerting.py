@@ -7,15 +7,10 @@ loopback webhook receiver whose answer the test switches.
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pyspark.sql import functions as F
@@ -28,55 +23,17 @@ from gatewatch.streams.batch import BatchContext, handle_batch
 from gatewatch.streams.config import read_rules
 from gatewatch.streams.job import Job
 from gatewatch.streams.source import to_canonical
+from tests.receivers import Hook, webhook_receiver
 
 T0 = traffic.DEFAULT_START
 SPIKE_RULE = next(r for r in read_rules() if r["name"] == "content_filter_spike")
 
 
-@dataclass
-class Hook:
-    """A loopback webhook receiver: records each POST with the status it answered."""
-
-    status: int = 200
-    posts: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    url: str = ""
-
-    def answered(self, status: int) -> list[dict[str, Any]]:
-        """The alerts of the POSTs answered with ``status``."""
-        with self.lock:
-            return [body["alert"] for code, body in self.posts if code == status]
-
-
 @pytest.fixture()
 def hook() -> Iterator[Hook]:
     """A started receiver on 127.0.0.1; stopped after the test."""
-    state = Hook()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server naming
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            with state.lock:
-                status = state.status
-                state.posts.append((status, body))
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence access logs
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
+    with webhook_receiver() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def closed_port_url() -> str:
