@@ -40,6 +40,7 @@ _TRACE = ("databricks_output", "trace")
 _GUARDRAIL_KEYS = (("input_guardrail", "prompt"), ("output_guardrail", "completion"))
 _POLICY = "databricks_service_policy"
 _POLICY_FIELDS = ("name", "action", "phase", "reason")
+CHUNK_OBJECTS: tuple[str, ...] = ("chat.completion.chunk", "chat.completion", "text_completion")
 
 ERROR_ORIGINS: tuple[str, ...] = ("gateway", "stream_event", "responses", "provider", "trace_exception")
 
@@ -59,6 +60,10 @@ class Payload:
     guardrail blocked (``prompt`` for input, ``completion`` for output),
     ``guardrail_code`` the verdict's ``finish_reason``; ``policy`` the
     service policy's ``name``, ``action``, ``phase`` and ``reason``.
+    ``chunks_known`` says every chunk is a frame the classifier knows;
+    ``chunk_reasons``/``chunk_flags`` are the chunks' finish reasons (in
+    order) and filter flags, ``chunk_incomplete`` the reason of the first
+    ``response.incomplete`` event that gives one (``_walk_chunks``).
     """
 
     req: Any = None
@@ -78,6 +83,10 @@ class Payload:
     guardrail_stages: tuple[str, ...] = ()
     guardrail_code: str | None = None
     policy: dict[str, str | None] | None = None
+    chunks_known: bool = False
+    chunk_reasons: list | None = None
+    chunk_flags: V.FlagTable | None = None
+    chunk_incomplete: str | None = None
 
 
 def _load(text: str | None) -> tuple[Any, bool, bool]:
@@ -117,27 +126,95 @@ def _exception_message(spans: list) -> str | None:
     return None
 
 
-def _stream_error(chunks: list | None) -> dict | None:
-    """The error a logged stream ended with.
+def read_frame(table: V.FlagTable, reasons: list, v: Any, own: bool) -> None:
+    """Read one frame: its finish reasons into ``reasons``, its prompt and completion filter results into ``table``.
 
-    The ``response.error`` of a Responses ``response.failed`` event, a
-    Responses ``error`` event itself (it holds ``code``, ``message``,
-    ``param``), or the ``error`` of a chat chunk that carries one instead of
-    ``choices`` (an error raised mid-stream).
+    The finish reasons are those of ``choices``, or, without ``choices``, the
+    frame's own ``finish_reason`` when ``own`` (a ChatAgent or policy
+    response's; not a guardrail verdict's). The filter results are
+    ``prompt_filter_results`` (or ``prompt_annotations``) and every
+    ``choices[].content_filter_results``.
     """
-    for chunk in chunks or ():
+    if type(v) is not dict:
+        return
+    choices = v.get("choices")
+    if type(choices) is list:
+        for choice in choices:
+            if type(choice) is dict:
+                reason = choice.get("finish_reason")
+                if reason is not None:
+                    reasons.append(reason if type(reason) is str else V.as_text(reason))
+                results = choice.get("content_filter_results")
+                if results is not None:
+                    table.add_results(results, "completion")
+    elif own:
+        reason = v.get("finish_reason")
+        if reason is not None:
+            reasons.append(reason if type(reason) is str else V.as_text(reason))
+    entries = v.get("prompt_filter_results")
+    if type(entries) is not list:
+        entries = v.get("prompt_annotations")
+    if type(entries) is list:
+        for entry in entries:
+            if type(entry) is dict:
+                table.add_results(entry.get("content_filter_results"), "prompt")
+
+
+def _is_frame(c: dict, kind: Any) -> bool:
+    """A chunk the classifier knows: a chat chunk, a Responses event, a ChatAgent chunk or an error frame.
+
+    A chat chunk has ``choices``, a chunk ``object`` or prompt filter
+    results; a Responses event a ``type`` starting ``response.``; a ChatAgent
+    chunk ``messages`` or a ``delta`` object; an error frame ``type: error``
+    or an ``error`` object. ``kind`` is the chunk's ``type``.
+    """
+    return (
+        type(c.get("choices")) is list
+        or c.get("object") in CHUNK_OBJECTS
+        or type(c.get("prompt_filter_results")) is list
+        or type(c.get("prompt_annotations")) is list
+        or (type(kind) is str and kind.startswith("response."))
+        or type(c.get("messages")) is list
+        or type(c.get("delta")) is dict
+        or kind == "error"
+        or type(c.get("error")) is dict
+    )
+
+
+def _walk_chunks(p: Payload, chunks: list) -> dict | None:
+    """One walk over a logged stream's chunks; return the error the stream ended with.
+
+    Records on ``p`` whether every chunk is a known frame, the chunks' finish
+    reasons and filter flags (``read_frame``), and the reason of the first
+    ``response.incomplete`` event that gives one. The error is the
+    ``response.error`` of a Responses ``response.failed`` event, a Responses
+    ``error`` event itself (it holds ``code``, ``message``, ``param``), or the
+    ``error`` of a chat chunk that carries one instead of ``choices`` (an
+    error raised mid-stream): the first found.
+    """
+    table, reasons = V.FlagTable(), []
+    known, error, incomplete = True, None, None
+    for chunk in chunks:
         if type(chunk) is not dict:
+            known = False
             continue
         kind = chunk.get("type")
-        if kind == "response.failed":
-            found = V.obj(chunk, "response", "error")
-        elif kind == "error":
-            found = chunk
-        else:
-            found = chunk.get("error")
-        if type(found) is dict:
-            return found
-    return None
+        if known and not _is_frame(chunk, kind):
+            known = False
+        if error is None:
+            if kind == "response.failed":
+                found = V.obj(chunk, "response", "error")
+            elif kind == "error":
+                found = chunk
+            else:
+                found = chunk.get("error")
+            if type(found) is dict:
+                error = found
+        if incomplete is None and kind == "response.incomplete":
+            incomplete = V.text(chunk, "response", "incomplete_details", "reason")
+        read_frame(table, reasons, chunk, True)
+    p.chunks_known, p.chunk_reasons, p.chunk_flags, p.chunk_incomplete = known, reasons, table, incomplete
+    return error
 
 
 def _with_message(err: dict | None) -> dict | None:
@@ -145,7 +222,7 @@ def _with_message(err: dict | None) -> dict | None:
     return err if V.text(err, "message") is not None else None
 
 
-def _provider_error(p: Payload, gw_inner: Any, exc_inner: Any) -> tuple[dict | None, str | None]:
+def _provider_error(p: Payload, gw_inner: Any, exc_inner: Any, stream_error: dict | None) -> tuple[dict | None, str | None]:
     """The provider's error object wherever it sits (the first place found), and that place.
 
     The places, in order: ``gateway`` (the gateway body's inner JSON),
@@ -157,9 +234,8 @@ def _provider_error(p: Payload, gw_inner: Any, exc_inner: Any) -> tuple[dict | N
                         _with_message(V.obj(gw_inner, "external_model_error")))
         if found is not None:
             return found, "gateway"
-    found = _stream_error(p.chunks)
-    if found is not None:
-        return found, "stream_event"
+    if stream_error is not None:
+        return stream_error, "stream_event"
     found = V.key(p.resp, "error")
     if type(found) is dict:
         return found, "responses" if V.key_text(p.resp, "status") == "failed" else "provider"
@@ -227,8 +303,10 @@ def read_payloads(request: str | None, response: str | None) -> Payload:
     p.req, p.has_req, p.req_invalid = _load(request)
     p.resp, p.has_resp, p.resp_invalid = _load(response)
     resp = p.resp
+    stream_error = None
     if isinstance(resp, list):
         p.chunks = resp
+        stream_error = _walk_chunks(p, resp)
     if type(resp) is dict and "databricks_output" in resp:
         p.spans = V.items(resp, *_TRACE, "data", "spans") or []
     for span in p.spans:
@@ -241,7 +319,7 @@ def read_payloads(request: str | None, response: str | None) -> Payload:
     gw_inner = V.parse(p.gw_message) if p.gw_message is not None else None
     inner_text = _group(_REPR_MESSAGE, p.exception) if p.exception is not None else None
     exc_inner = V.parse(_ESCAPED_QUOTE.sub("'", inner_text)) if inner_text else None
-    err, origin = _provider_error(p, gw_inner, exc_inner)
+    err, origin = _provider_error(p, gw_inner, exc_inner, stream_error)
     p.error = _error(p, err, origin)
     if type(resp) is dict and not _guardrail(p, gw_inner):
         _guardrail(p, resp)
