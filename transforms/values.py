@@ -316,11 +316,12 @@ class FlagTable:
     frame, so the parse adds filter results straight into the table.
     """
 
-    __slots__ = ("_merged", "_seen")
+    __slots__ = ("_merged", "_seen", "_last")
 
     def __init__(self) -> None:
         self._merged: dict[tuple[str, str], list] = {}
-        self._seen: dict[tuple[str, str], dict] = {}
+        self._seen: dict[str, dict[str, dict]] = {}
+        self._last: dict[str, dict] = {}
 
     def add(self, stage: str, category: str, severity: str | None, filtered: bool | None,
             detected: bool | None) -> None:
@@ -348,19 +349,24 @@ class FlagTable:
         """Merge the flags of an Azure ``content_filter_results`` object (as ``flags_from_results`` reads it).
 
         An entry equal to the last one read for its stage and category is
-        skipped: a stream repeats them frame after frame, and merging a flag
+        skipped, and so is an object equal to the last one read for its
+        stage: a stream repeats them frame after frame, and merging a flag
         twice changes nothing.
         """
-        if type(results) is not dict:
+        if type(results) is not dict or not results:
             return
-        merged, seen = self._merged, self._seen
+        last = self._last
+        if last.get(stage) == results:
+            return
+        last[stage] = results
+        seen = self._seen.get(stage)
+        if seen is None:
+            seen = self._seen[stage] = {}
+        merged = self._merged
         for category, value in results.items():
-            if type(value) is not dict:
+            if type(value) is not dict or seen.get(category) == value:
                 continue
-            key = (stage, category)
-            if seen.get(key) == value:
-                continue
-            seen[key] = value
+            seen[category] = value
             severity, filtered, detected = value.get("severity"), value.get("filtered"), value.get("detected")
             if filtered is not None and type(filtered) is not bool:
                 filtered = as_boolean(filtered)
@@ -372,10 +378,17 @@ class FlagTable:
                 continue
             else:
                 rank = None
-            if key in merged:
-                self._keep(key, rank, filtered, detected)
-            else:
+            key = (stage, category)
+            kept = merged.get(key)
+            if kept is None:
                 merged[key] = [rank, filtered, detected]
+                continue
+            if rank is not None and (kept[0] is None or rank > kept[0]):
+                kept[0] = rank
+            if filtered is not None and (kept[1] is None or filtered > kept[1]):
+                kept[1] = filtered
+            if detected is not None and (kept[2] is None or detected > kept[2]):
+                kept[2] = detected
 
     def flags(self) -> list[Flag]:
         """The merged flags, sorted by stage then category."""
