@@ -104,15 +104,17 @@ def _frames(p: Payload) -> tuple[list[str], V.FlagTable]:
             read_frame(table, reasons, output, own)
     if p.error is not None:
         table.add_flags(p.error["flags"])
-    table.add_flags(p.guardrail_flags)
+    if p.guardrail_flags:
+        table.add_flags(p.guardrail_flags)
     return reasons, table
 
 
 def _incomplete_reason(p: Payload) -> str | None:
     """Why a Responses call ended incomplete: the response's own reason, else a ``response.incomplete`` event's."""
-    reason = V.text(p.resp, "incomplete_details", "reason")
-    if reason is not None or not p.chunks:
-        return reason
+    resp = p.resp
+    if type(resp) is dict:
+        details = resp.get("incomplete_details")
+        return None if details is None else V.text(details, "reason")
     return p.chunk_incomplete
 
 
@@ -160,13 +162,14 @@ def classify(p: Payload, status_code: int | None, logging_error_codes: list | No
     """Classify one row from its located payloads, status and logging error codes."""
     shape = _shape(p)
     finish_reasons, table = _frames(p)
-    policy_stage, policy_denied = _policy_stage(p.policy, finish_reasons)
+    policy_stage, policy_denied = _policy_stage(p.policy, finish_reasons) if p.policy is not None else (None, False)
     if policy_stage is not None:
         table.add(policy_stage, "service_policy", None, policy_denied, True)  # values.policy_flag
     flags = table.flags()
     incomplete = _incomplete_reason(p)
-    resp_says_stream = shape == "chunks" or V.text(p.resp, "object") == "chat.completion.chunk"
-    if V.boolean(p.req, "stream") or resp_says_stream:
+    resp, req = p.resp, p.req
+    resp_says_stream = shape == "chunks" or (type(resp) is dict and V.key_text(resp, "object") == "chat.completion.chunk")
+    if (type(req) is dict and V.as_boolean(req.get("stream"))) or resp_says_stream:
         is_stream: bool | None = True
     elif p.has_req or p.has_resp:
         is_stream = False
@@ -174,18 +177,26 @@ def classify(p: Payload, status_code: int | None, logging_error_codes: list | No
         is_stream = None
     not_logged = bool(logging_error_codes)
     guarded = bool(p.guardrail_stages)
+    prompt_filtered = completion_filtered = False
+    if not guarded:
+        for f in flags:
+            if f["filtered"] is True:
+                if f["stage"] == "prompt":
+                    prompt_filtered = True
+                elif f["stage"] == "completion":
+                    completion_filtered = True
     policy_blocked = policy_denied and not guarded
     prompt_blocked = (
         "prompt" in p.guardrail_stages
         or (policy_blocked and policy_stage == "prompt")
-        or (not guarded and (_is_filter_error(p.error) or (bool(flags) and V.any_filtered(flags, "prompt"))))
+        or (not guarded and (_is_filter_error(p.error) or prompt_filtered))
     )
     completion_cut = (
         "completion" in p.guardrail_stages
         or (policy_blocked and policy_stage == "completion")
         or (not guarded and (
             "content_filter" in finish_reasons or incomplete == "content_filter"
-            or (bool(flags) and V.any_filtered(flags, "completion"))
+            or completion_filtered
         ))
     )
     invalid = p.req_invalid or p.resp_invalid

@@ -25,7 +25,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from gatewatch.transforms import values as V
+
+_orjson_loads = orjson.loads
 
 _REPR_MESSAGE = re.compile(r"'message': '(\{.*\})'\}\s*$")
 # The filter result dict, three levels deep: {category: {field: ...}}, where
@@ -93,6 +97,10 @@ def _load(text: str | None) -> tuple[Any, bool, bool]:
     """(value, present, invalid) of one payload column."""
     if text is None:
         return None, False, False
+    try:
+        return _orjson_loads(text), True, False
+    except orjson.JSONDecodeError:
+        pass
     try:
         return V.loads(text), True, False
     except V.Invalid:
@@ -272,7 +280,7 @@ def _error(p: Payload, err: dict | None, origin: str | None) -> dict[str, Any] |
 
 def _guardrail(p: Payload, verdict: Any) -> bool:
     """Record a guardrail verdict's flags and blocking stages on ``p``; whether ``verdict`` is one."""
-    if type(verdict) is not dict:
+    if type(verdict) is not dict or (verdict.get("input_guardrail") is None and verdict.get("output_guardrail") is None):
         return False
     flags, stages, seen = [], [], False
     for key, stage in _GUARDRAIL_KEYS:
@@ -289,39 +297,41 @@ def _guardrail(p: Payload, verdict: Any) -> bool:
     return seen
 
 
-def _policy(resp: Any) -> dict[str, str | None] | None:
-    """The ``databricks_service_policy`` at the top of the response (where the docs put it), or ``None``."""
-    found = V.key(resp, _POLICY)
-    if type(found) is not dict:
-        return None
-    return {k: V.text(found, k) for k in _POLICY_FIELDS}
-
-
 def read_payloads(request: str | None, response: str | None) -> Payload:
     """Parse the JSON payloads once and locate chunks, trace outputs and errors."""
     p = Payload()
-    p.req, p.has_req, p.req_invalid = _load(request)
-    p.resp, p.has_resp, p.resp_invalid = _load(response)
+    if request is not None:
+        p.req, p.has_req, p.req_invalid = _load(request)
+    if response is not None:
+        p.resp, p.has_resp, p.resp_invalid = _load(response)
     resp = p.resp
-    stream_error = None
-    if isinstance(resp, list):
+    stream_error = gw_inner = exc_inner = None
+    if type(resp) is dict:
+        if "databricks_output" in resp:
+            spans = p.spans = V.items(resp, *_TRACE, "data", "spans") or []
+            outputs = p.trace_outputs
+            for span in spans:
+                output = V.parse(V.text(span, "attributes", "mlflow.spanOutputs"))
+                if output is not None:
+                    outputs.append(output)
+            exception = p.exception = _exception_message(spans)
+            if exception is not None:
+                inner_text = _group(_REPR_MESSAGE, exception)
+                exc_inner = V.parse(_ESCAPED_QUOTE.sub("'", inner_text)) if inner_text else None
+        gw_code = resp.get("error_code")
+        if gw_code is not None:
+            p.gw_code = gw_code if type(gw_code) is str else V.as_text(gw_code)
+            gw_message = p.gw_message = V.key_text(resp, "message")
+            gw_inner = V.parse(gw_message) if gw_message is not None else None
+    elif type(resp) is list:
         p.chunks = resp
         stream_error = _walk_chunks(p, resp)
-    if type(resp) is dict and "databricks_output" in resp:
-        p.spans = V.items(resp, *_TRACE, "data", "spans") or []
-    for span in p.spans:
-        output = V.parse(V.text(span, "attributes", "mlflow.spanOutputs"))
-        if output is not None:
-            p.trace_outputs.append(output)
-    p.exception = _exception_message(p.spans)
-    p.gw_code = V.key_text(resp, "error_code")
-    p.gw_message = V.key_text(resp, "message") if p.gw_code is not None else None
-    gw_inner = V.parse(p.gw_message) if p.gw_message is not None else None
-    inner_text = _group(_REPR_MESSAGE, p.exception) if p.exception is not None else None
-    exc_inner = V.parse(_ESCAPED_QUOTE.sub("'", inner_text)) if inner_text else None
     err, origin = _provider_error(p, gw_inner, exc_inner, stream_error)
     p.error = _error(p, err, origin)
-    if type(resp) is dict and not _guardrail(p, gw_inner):
-        _guardrail(p, resp)
-    p.policy = _policy(resp)
+    if type(resp) is dict:
+        if not _guardrail(p, gw_inner):
+            _guardrail(p, resp)
+        policy = resp.get(_POLICY)
+        if type(policy) is dict:
+            p.policy = {k: V.text(policy, k) for k in _POLICY_FIELDS}
     return p
