@@ -220,7 +220,28 @@ def _walk_chunks(p: Payload, chunks: list) -> dict | None:
                 error = found
         if incomplete is None and kind == "response.incomplete":
             incomplete = V.text(chunk, "response", "incomplete_details", "reason")
-        read_frame(table, reasons, chunk, True)
+        # read_frame(table, reasons, chunk, True), inline: this runs for every chunk.
+        choices = chunk.get("choices")
+        if type(choices) is list:
+            for choice in choices:
+                if type(choice) is dict:
+                    reason = choice.get("finish_reason")
+                    if reason is not None:
+                        reasons.append(reason if type(reason) is str else V.as_text(reason))
+                    results = choice.get("content_filter_results")
+                    if results is not None:
+                        table.add_results(results, "completion")
+        else:
+            reason = chunk.get("finish_reason")
+            if reason is not None:
+                reasons.append(reason if type(reason) is str else V.as_text(reason))
+        entries = chunk.get("prompt_filter_results")
+        if type(entries) is not list:
+            entries = chunk.get("prompt_annotations")
+        if type(entries) is list:
+            for entry in entries:
+                if type(entry) is dict:
+                    table.add_results(entry.get("content_filter_results"), "prompt")
     p.chunks_known, p.chunk_reasons, p.chunk_flags, p.chunk_incomplete = known, reasons, table, incomplete
     return error
 

@@ -373,7 +373,9 @@ class FlagTable:
             if detected is not None and type(detected) is not bool:
                 detected = as_boolean(detected)
             if severity is not None:
-                rank = _RANK.get((severity if type(severity) is str else as_text(severity)).lower())
+                rank = _RANK.get(severity) if type(severity) is str else None
+                if rank is None:
+                    rank = _RANK.get((severity if type(severity) is str else as_text(severity)).lower())
             elif filtered is None and detected is None:
                 continue
             else:
