@@ -206,8 +206,8 @@ def _walk_chunks(p: Payload, chunks: list) -> dict | None:
         if type(chunk) is not dict:
             known = False
             continue
-        kind = chunk.get("type")
-        if known and not _is_frame(chunk, kind):
+        kind, choices = chunk.get("type"), chunk.get("choices")
+        if known and type(choices) is not list and not _is_frame(chunk, kind):
             known = False
         if error is None:
             if kind == "response.failed":
@@ -221,7 +221,6 @@ def _walk_chunks(p: Payload, chunks: list) -> dict | None:
         if incomplete is None and kind == "response.incomplete":
             incomplete = V.text(chunk, "response", "incomplete_details", "reason")
         # read_frame(table, reasons, chunk, True), inline: this runs for every chunk.
-        choices = chunk.get("choices")
         if type(choices) is list:
             for choice in choices:
                 if type(choice) is dict:
