@@ -254,7 +254,7 @@ def _provider_error(p: Payload, gw_inner: Any, exc_inner: Any, stream_error: dic
     """The provider's error object wherever it sits (the first place found), and that place.
 
     The places, in order: ``gateway`` (the gateway body's inner JSON),
-    ``stream_event``, ``responses`` (a ``failed`` Responses object's
+    ``stream_event`` (``stream_error``, found by ``_walk_chunks``), ``responses`` (a ``failed`` Responses object's
     ``error``), ``provider`` (a bare ``error`` body) and ``trace_exception``.
     """
     if gw_inner is not None:
