@@ -19,6 +19,7 @@ import orjson
 
 SEVERITIES: tuple[str, ...] = ("safe", "low", "medium", "high")
 _RANK = {name: i for i, name in enumerate(SEVERITIES)}
+_SEVERITY_OF_RANK: dict[int | None, str | None] = {None: None, **{i: name for i, name in enumerate(SEVERITIES)}}
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -394,16 +395,13 @@ class FlagTable:
 
     def flags(self) -> list[Flag]:
         """The merged flags, sorted by stage then category."""
-        return [
-            {
-                "stage": stage,
-                "category": category,
-                "severity": None if rank is None else SEVERITIES[rank],
-                "filtered": filtered,
-                "detected": detected,
-            }
-            for (stage, category), (rank, filtered, detected) in sorted(self._merged.items())
-        ]
+        merged = self._merged
+        out: list[Flag] = []
+        for key in sorted(merged):
+            rank, filtered, detected = merged[key]
+            out.append({"stage": key[0], "category": key[1], "severity": _SEVERITY_OF_RANK[rank],
+                        "filtered": filtered, "detected": detected})
+        return out
 
 
 def merge_flags(flags: list[Flag]) -> list[Flag]:
