@@ -149,8 +149,13 @@ def finish_reason(row: Row, *, last: bool) -> str | None:
     """The finish reason: the first one of a response, the last one of a stream."""
     c = row.classified
     reasons = c.finish_reasons
-    picked = (reasons[-1] if last else reasons[0]) if reasons else None
-    return V.first(picked, c.incomplete_reason, V.text(row.payload.resp, "status") if c.shape == "responses" else None)
+    if reasons:
+        picked = reasons[-1] if last else reasons[0]
+        if picked is not None:
+            return picked
+    if c.incomplete_reason is not None:
+        return c.incomplete_reason
+    return V.text(row.payload.resp, "status") if c.shape == "responses" else None
 
 
 def trace_id(row: Row) -> str | None:
@@ -165,8 +170,17 @@ def answer(row: Row, *, last: bool) -> dict[str, Any]:
 
     ``last`` picks a stream's last finish reason instead of a response's first.
     """
-    return {"model": model(row), "finish_reason": finish_reason(row, last=last), "trace_id": trace_id(row),
-            "service_policy": row.payload.policy, **tokens(row)}
+    usage = _usage(row)
+    return {
+        "model": model(row),
+        "finish_reason": finish_reason(row, last=last),
+        "trace_id": trace_id(row),
+        "service_policy": row.payload.policy,
+        # tokens(row), without building its dict first
+        "input_tokens": None if usage is None else _count(usage, "input_tokens", "prompt_tokens"),
+        "output_tokens": None if usage is None else _count(usage, "output_tokens", "completion_tokens"),
+        "total_tokens": None if usage is None else _count(usage, "total_tokens"),
+    }
 
 
 def filter_error(row: Row) -> dict[str, Any]:
