@@ -82,16 +82,18 @@ def parse_values(
     ``parsers`` maps each outcome to its parser (default: those registered now).
     """
     parsers = OUTCOME_PARSERS if parsers is None else parsers
-    rows = []
-    append = rows.append
     with _no_cyclic_gc():
+        rows = []
         for request, response, status, codes in zip(requests, responses, statuses, logging_error_codes):
             payload = read_payloads(request, response)
             parsed = parse_row(Row(payload, classify(payload, status, codes), status), parsers)
             parsed["_req_invalid"] = payload.req_invalid
             parsed["_resp_invalid"] = payload.resp_invalid
-            append(parsed)
-    return _columns(rows)
+            rows.append(parsed)
+        columns = _columns(rows)
+        # The row dicts go before the collector resumes: its first pass then walks the columns only.
+        del rows
+    return columns
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
