@@ -31,11 +31,7 @@ class Row:
         guardrail model's evaluation, not the served model's tokens.
         An embeddings response counts input tokens only (``output`` is ``None``).
         """
-        if self.classified.layer == "guardrail":
-            return None
-        usage = _stream_usage(self.payload) if self.payload.chunks else None
-        if usage is None:
-            usage = _response_usage(self.payload)
+        usage = _usage(self)
         if usage is None:
             return None
         return {
@@ -45,15 +41,28 @@ class Row:
         }
 
 
-def _count(usage: dict, *names: str) -> int | None:
-    """The first of ``names`` in a usage object that reads as an integer (``values.as_integer``)."""
-    for name in names:
-        value = usage.get(name)
+def _usage(row: Row) -> dict | None:
+    """The usage object the row carries (``Row.usage``), or ``None``."""
+    if row.classified.layer == "guardrail":
+        return None
+    p = row.payload
+    usage = _stream_usage(p.chunks) if p.chunks else None
+    return _response_usage(p) if usage is None else usage
+
+
+def _count(usage: dict, name: str, other: str | None = None) -> int | None:
+    """The first of ``name`` and ``other`` in a usage object that reads as an integer (``values.as_integer``)."""
+    value = usage.get(name)
+    if value is not None:
+        value = value if type(value) is int and -(2**63) <= value < 2**63 else V.as_integer(value)
         if value is not None:
-            value = value if type(value) is int and -(2**63) <= value < 2**63 else V.as_integer(value)
-            if value is not None:
-                return value
-    return None
+            return value
+    if other is None:
+        return None
+    value = usage.get(other)
+    if value is not None and not (type(value) is int and -(2**63) <= value < 2**63):
+        value = V.as_integer(value)
+    return value
 
 
 def _response_usage(p: Payload) -> dict | None:
@@ -64,10 +73,13 @@ def _response_usage(p: Payload) -> dict | None:
     when that span is the only one carrying usage: one call of an agent that
     made several is not the request's usage, so the tokens stay ``None``.
     """
-    usage = V.obj(p.resp, "usage")
-    if usage is not None:
+    resp = p.resp
+    if type(resp) is not dict:
+        return None
+    usage = resp.get("usage")
+    if type(usage) is dict:
         return usage
-    output = V.key(p.resp, "databricks_output")
+    output = resp.get("databricks_output")
     if output is not None:
         usage = V.obj(V.parse(V.text(output, "trace", "info", "trace_metadata", "mlflow.trace.tokenUsage")))
         if usage is not None:
@@ -76,21 +88,31 @@ def _response_usage(p: Payload) -> dict | None:
     return span_usages[0] if len(span_usages) == 1 else None
 
 
-def _stream_usage(p: Payload) -> dict | None:
+def _stream_usage(chunks: list) -> dict | None:
     """Usage of a streamed call: the last chunk or event that carries it (running totals)."""
-    for chunk in reversed(p.chunks or ()):
-        usage = V.key(chunk, "usage")
-        if type(usage) is not dict:
-            usage = V.obj(chunk, "response", "usage")
-        if usage is not None:
-            return usage
+    for chunk in reversed(chunks):
+        if type(chunk) is dict:
+            usage = chunk.get("usage")
+            if type(usage) is dict:
+                return usage
+            response = chunk.get("response")
+            if type(response) is dict:
+                usage = response.get("usage")
+                if type(usage) is dict:
+                    return usage
     return None
 
 
 def tokens(row: Row) -> dict[str, int | None]:
     """The three token columns (``None`` where not carried)."""
-    u = row.usage or {}
-    return {"input_tokens": u.get("input"), "output_tokens": u.get("output"), "total_tokens": u.get("total")}
+    usage = _usage(row)
+    if usage is None:
+        return {"input_tokens": None, "output_tokens": None, "total_tokens": None}
+    return {
+        "input_tokens": _count(usage, "input_tokens", "prompt_tokens"),
+        "output_tokens": _count(usage, "output_tokens", "completion_tokens"),
+        "total_tokens": _count(usage, "total_tokens"),
+    }
 
 
 def model(row: Row) -> str | None:
@@ -100,9 +122,17 @@ def model(row: Row) -> str | None:
     ``"model": ""`` ahead of and between the chunks that name the model.
     """
     p = row.payload
-    found = V.name(p.resp, "model")
+    resp = p.resp
+    found = _name(resp.get("model")) if type(resp) is dict else None
     if found is None and p.chunks:
-        found = V.first_of(V.name(c, "model") or V.name(c, "response", "model") for c in p.chunks)
+        for c in p.chunks:
+            if type(c) is dict:
+                found = _name(c.get("model"))
+                if found is None:
+                    response = c.get("response")
+                    found = _name(response.get("model")) if type(response) is dict else None
+                if found is not None:
+                    break
     if found is None and p.trace_outputs:
         found = V.first_of(V.name(o, "model") for o in p.trace_outputs)
     if found is None and p.spans:
@@ -110,17 +140,29 @@ def model(row: Row) -> str | None:
     return found
 
 
+def _name(value: Any) -> str | None:
+    """A value as a name (``values.name``): its text, ``None`` when absent or empty."""
+    return (value if type(value) is str else V.as_text(value)) or None
+
+
 def finish_reason(row: Row, *, last: bool) -> str | None:
     """The finish reason: the first one of a response, the last one of a stream."""
     c = row.classified
     reasons = c.finish_reasons
-    picked = (reasons[-1] if last else reasons[0]) if reasons else None
-    return V.first(picked, c.incomplete_reason, V.text(row.payload.resp, "status") if c.shape == "responses" else None)
+    if reasons:
+        picked = reasons[-1] if last else reasons[0]
+        if picked is not None:
+            return picked
+    if c.incomplete_reason is not None:
+        return c.incomplete_reason
+    return V.text(row.payload.resp, "status") if c.shape == "responses" else None
 
 
 def trace_id(row: Row) -> str | None:
     """The Databricks trace id, when the response carries a trace."""
-    return V.text(V.key(row.payload.resp, "databricks_output"), "trace", "info", "trace_id")
+    resp = row.payload.resp
+    output = resp.get("databricks_output") if type(resp) is dict else None
+    return None if output is None else V.text(output, "trace", "info", "trace_id")
 
 
 def answer(row: Row, *, last: bool) -> dict[str, Any]:
@@ -128,8 +170,17 @@ def answer(row: Row, *, last: bool) -> dict[str, Any]:
 
     ``last`` picks a stream's last finish reason instead of a response's first.
     """
-    return {"model": model(row), "finish_reason": finish_reason(row, last=last), "trace_id": trace_id(row),
-            "service_policy": row.payload.policy, **tokens(row)}
+    usage = _usage(row)
+    return {
+        "model": model(row),
+        "finish_reason": finish_reason(row, last=last),
+        "trace_id": trace_id(row),
+        "service_policy": row.payload.policy,
+        # tokens(row), without building its dict first
+        "input_tokens": None if usage is None else _count(usage, "input_tokens", "prompt_tokens"),
+        "output_tokens": None if usage is None else _count(usage, "output_tokens", "completion_tokens"),
+        "total_tokens": None if usage is None else _count(usage, "total_tokens"),
+    }
 
 
 def filter_error(row: Row) -> dict[str, Any]:

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gatewatch.transforms import values as V
-from gatewatch.transforms.payload import Payload
-
-_CHUNK_OBJECTS = ("chat.completion.chunk", "chat.completion", "text_completion")
+from gatewatch.transforms.payload import CHUNK_OBJECTS, Payload, read_frame
 _FILTER_CODES = ("content_filter", "ResponsibleAIPolicyViolation", "content_policy_violation")
 _POLICY_STAGES = {"pre_call": "prompt", "post_call": "completion"}
 _POLICY_DENIALS = ("deny", "block")
@@ -50,7 +48,7 @@ def _is_chat_frame(c: Any) -> bool:
         return False
     return (
         type(c.get("choices")) is list
-        or c.get("object") in _CHUNK_OBJECTS
+        or c.get("object") in CHUNK_OBJECTS
         or type(c.get("prompt_filter_results")) is list
         or type(c.get("prompt_annotations")) is list
     )
@@ -67,25 +65,12 @@ def _is_embeddings(c: Any) -> bool:
     return bool(data) and V.text(c, "object") == "list" and all(V.text(d, "object") == "embedding" for d in data)
 
 
-def _is_responses_event(c: Any) -> bool:
-    kind = V.key(c, "type")
-    return type(kind) is str and kind.startswith("response.")
-
-
-def _is_error_frame(c: Any) -> bool:
-    """A stream's error frame: a Responses ``error`` event, or a chat chunk ``{"error": {...}}``."""
-    return type(c) is dict and (c.get("type") == "error" or type(c.get("error")) is dict)
-
-
 def _shape(p: Payload) -> str:
     resp, chunks = p.resp, p.chunks
     if not p.has_resp:
         return "none"
     if chunks is not None:
-        for c in chunks:
-            if not (_is_chat_frame(c) or _is_responses_event(c) or _is_agent_frame(c) or _is_error_frame(c)):
-                return "unknown"
-        return "chunks" if chunks else "unknown"
+        return "chunks" if chunks and p.chunks_known else "unknown"
     if _is_chat_frame(resp):
         return "chat"
     if _is_agent_frame(resp):
@@ -103,67 +88,34 @@ def _shape(p: Payload) -> str:
     return "unknown"
 
 
-def _frame(table: V.FlagTable, reasons: list, v: Any, own: bool) -> None:
-    """Read one frame: its finish reasons into ``reasons``, its prompt and completion filter results into ``table``.
-
-    The finish reasons are those of ``choices``, or, without ``choices``, the
-    frame's own ``finish_reason`` when ``own`` (a ChatAgent or policy
-    response's; not a guardrail verdict's). The filter results are
-    ``prompt_filter_results`` (or ``prompt_annotations``) and every
-    ``choices[].content_filter_results``.
-    """
-    if type(v) is not dict:
-        return
-    choices = v.get("choices")
-    if type(choices) is list:
-        for choice in choices:
-            if type(choice) is dict:
-                reason = choice.get("finish_reason")
-                if reason is not None:
-                    reasons.append(reason if type(reason) is str else V.as_text(reason))
-                results = choice.get("content_filter_results")
-                if results is not None:
-                    table.add_results(results, "completion")
-    elif own:
-        reason = v.get("finish_reason")
-        if reason is not None:
-            reasons.append(reason if type(reason) is str else V.as_text(reason))
-    entries = v.get("prompt_filter_results")
-    if type(entries) is not list:
-        entries = v.get("prompt_annotations")
-    if type(entries) is list:
-        for entry in entries:
-            if type(entry) is dict:
-                table.add_results(entry.get("content_filter_results"), "prompt")
-
-
 def _frames(p: Payload) -> tuple[list[str], V.FlagTable]:
-    """One walk over the response, its chunks and its trace outputs: finish reasons (in order) and filter flags.
+    """The finish reasons (in order) and filter flags of the response, its chunks and its trace outputs.
 
-    The flag table also holds the error's and the guardrail's flags.
+    A logged stream's were read in ``read_payloads``'s walk over its chunks
+    (a list has no trace and no guardrail verdict). The flag table also holds
+    the error's and the guardrail's flags.
     """
-    table, reasons, own = V.FlagTable(), [], p.guardrail_code is None
-    _frame(table, reasons, p.resp, own)
-    for chunk in p.chunks or ():
-        _frame(table, reasons, chunk, own)
-    for output in p.trace_outputs:
-        _frame(table, reasons, output, own)
+    if p.chunk_flags is not None:
+        table, reasons = p.chunk_flags, p.chunk_reasons
+    else:
+        table, reasons, own = V.FlagTable(), [], p.guardrail_code is None
+        read_frame(table, reasons, p.resp, own)
+        for output in p.trace_outputs:
+            read_frame(table, reasons, output, own)
     if p.error is not None:
         table.add_flags(p.error["flags"])
-    table.add_flags(p.guardrail_flags)
+    if p.guardrail_flags:
+        table.add_flags(p.guardrail_flags)
     return reasons, table
 
 
 def _incomplete_reason(p: Payload) -> str | None:
     """Why a Responses call ended incomplete: the response's own reason, else a ``response.incomplete`` event's."""
-    reason = V.text(p.resp, "incomplete_details", "reason")
-    if reason is not None or not p.chunks:
-        return reason
-    return V.first_of(
-        V.text(c, "response", "incomplete_details", "reason")
-        for c in p.chunks
-        if V.key(c, "type") == "response.incomplete"
-    )
+    resp = p.resp
+    if type(resp) is dict:
+        details = resp.get("incomplete_details")
+        return None if details is None else V.text(details, "reason")
+    return p.chunk_incomplete
 
 
 def _frame_has_content(c: Any) -> bool:
@@ -210,13 +162,14 @@ def classify(p: Payload, status_code: int | None, logging_error_codes: list | No
     """Classify one row from its located payloads, status and logging error codes."""
     shape = _shape(p)
     finish_reasons, table = _frames(p)
-    policy_stage, policy_denied = _policy_stage(p.policy, finish_reasons)
+    policy_stage, policy_denied = _policy_stage(p.policy, finish_reasons) if p.policy is not None else (None, False)
     if policy_stage is not None:
         table.add(policy_stage, "service_policy", None, policy_denied, True)  # values.policy_flag
     flags = table.flags()
     incomplete = _incomplete_reason(p)
-    resp_says_stream = shape == "chunks" or V.text(p.resp, "object") == "chat.completion.chunk"
-    if V.boolean(p.req, "stream") or resp_says_stream:
+    resp, req = p.resp, p.req
+    resp_says_stream = shape == "chunks" or (type(resp) is dict and V.key_text(resp, "object") == "chat.completion.chunk")
+    if (type(req) is dict and V.as_boolean(req.get("stream"))) or resp_says_stream:
         is_stream: bool | None = True
     elif p.has_req or p.has_resp:
         is_stream = False
@@ -224,18 +177,26 @@ def classify(p: Payload, status_code: int | None, logging_error_codes: list | No
         is_stream = None
     not_logged = bool(logging_error_codes)
     guarded = bool(p.guardrail_stages)
+    prompt_filtered = completion_filtered = False
+    if not guarded:
+        for f in flags:
+            if f["filtered"] is True:
+                if f["stage"] == "prompt":
+                    prompt_filtered = True
+                elif f["stage"] == "completion":
+                    completion_filtered = True
     policy_blocked = policy_denied and not guarded
     prompt_blocked = (
         "prompt" in p.guardrail_stages
         or (policy_blocked and policy_stage == "prompt")
-        or (not guarded and (_is_filter_error(p.error) or (bool(flags) and V.any_filtered(flags, "prompt"))))
+        or (not guarded and (_is_filter_error(p.error) or prompt_filtered))
     )
     completion_cut = (
         "completion" in p.guardrail_stages
         or (policy_blocked and policy_stage == "completion")
         or (not guarded and (
             "content_filter" in finish_reasons or incomplete == "content_filter"
-            or (bool(flags) and V.any_filtered(flags, "completion"))
+            or completion_filtered
         ))
     )
     invalid = p.req_invalid or p.resp_invalid

@@ -25,7 +25,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from gatewatch.transforms import values as V
+
+_orjson_loads = orjson.loads
 
 _REPR_MESSAGE = re.compile(r"'message': '(\{.*\})'\}\s*$")
 # The filter result dict, three levels deep: {category: {field: ...}}, where
@@ -40,6 +44,7 @@ _TRACE = ("databricks_output", "trace")
 _GUARDRAIL_KEYS = (("input_guardrail", "prompt"), ("output_guardrail", "completion"))
 _POLICY = "databricks_service_policy"
 _POLICY_FIELDS = ("name", "action", "phase", "reason")
+CHUNK_OBJECTS: tuple[str, ...] = ("chat.completion.chunk", "chat.completion", "text_completion")
 
 ERROR_ORIGINS: tuple[str, ...] = ("gateway", "stream_event", "responses", "provider", "trace_exception")
 
@@ -59,6 +64,10 @@ class Payload:
     guardrail blocked (``prompt`` for input, ``completion`` for output),
     ``guardrail_code`` the verdict's ``finish_reason``; ``policy`` the
     service policy's ``name``, ``action``, ``phase`` and ``reason``.
+    ``chunks_known`` says every chunk is a frame the classifier knows;
+    ``chunk_reasons``/``chunk_flags`` are the chunks' finish reasons (in
+    order) and filter flags, ``chunk_incomplete`` the reason of the first
+    ``response.incomplete`` event that gives one (``_walk_chunks``).
     """
 
     req: Any = None
@@ -78,12 +87,20 @@ class Payload:
     guardrail_stages: tuple[str, ...] = ()
     guardrail_code: str | None = None
     policy: dict[str, str | None] | None = None
+    chunks_known: bool = False
+    chunk_reasons: list | None = None
+    chunk_flags: V.FlagTable | None = None
+    chunk_incomplete: str | None = None
 
 
 def _load(text: str | None) -> tuple[Any, bool, bool]:
     """(value, present, invalid) of one payload column."""
     if text is None:
         return None, False, False
+    try:
+        return _orjson_loads(text), True, False
+    except orjson.JSONDecodeError:
+        pass
     try:
         return V.loads(text), True, False
     except V.Invalid:
@@ -117,27 +134,115 @@ def _exception_message(spans: list) -> str | None:
     return None
 
 
-def _stream_error(chunks: list | None) -> dict | None:
-    """The error a logged stream ended with.
+def read_frame(table: V.FlagTable, reasons: list, v: Any, own: bool) -> None:
+    """Read one frame: its finish reasons into ``reasons``, its prompt and completion filter results into ``table``.
 
-    The ``response.error`` of a Responses ``response.failed`` event, a
-    Responses ``error`` event itself (it holds ``code``, ``message``,
-    ``param``), or the ``error`` of a chat chunk that carries one instead of
-    ``choices`` (an error raised mid-stream).
+    The finish reasons are those of ``choices``, or, without ``choices``, the
+    frame's own ``finish_reason`` when ``own`` (a ChatAgent or policy
+    response's; not a guardrail verdict's). The filter results are
+    ``prompt_filter_results`` (or ``prompt_annotations``) and every
+    ``choices[].content_filter_results``.
     """
-    for chunk in chunks or ():
+    if type(v) is not dict:
+        return
+    choices = v.get("choices")
+    if type(choices) is list:
+        for choice in choices:
+            if type(choice) is dict:
+                reason = choice.get("finish_reason")
+                if reason is not None:
+                    reasons.append(reason if type(reason) is str else V.as_text(reason))
+                results = choice.get("content_filter_results")
+                if results is not None:
+                    table.add_results(results, "completion")
+    elif own:
+        reason = v.get("finish_reason")
+        if reason is not None:
+            reasons.append(reason if type(reason) is str else V.as_text(reason))
+    entries = v.get("prompt_filter_results")
+    if type(entries) is not list:
+        entries = v.get("prompt_annotations")
+    if type(entries) is list:
+        for entry in entries:
+            if type(entry) is dict:
+                table.add_results(entry.get("content_filter_results"), "prompt")
+
+
+def _is_frame(c: dict, kind: Any) -> bool:
+    """A chunk the classifier knows: a chat chunk, a Responses event, a ChatAgent chunk or an error frame.
+
+    A chat chunk has ``choices``, a chunk ``object`` or prompt filter
+    results; a Responses event a ``type`` starting ``response.``; a ChatAgent
+    chunk ``messages`` or a ``delta`` object; an error frame ``type: error``
+    or an ``error`` object. ``kind`` is the chunk's ``type``.
+    """
+    return (
+        type(c.get("choices")) is list
+        or c.get("object") in CHUNK_OBJECTS
+        or type(c.get("prompt_filter_results")) is list
+        or type(c.get("prompt_annotations")) is list
+        or (type(kind) is str and kind.startswith("response."))
+        or type(c.get("messages")) is list
+        or type(c.get("delta")) is dict
+        or kind == "error"
+        or type(c.get("error")) is dict
+    )
+
+
+def _walk_chunks(p: Payload, chunks: list) -> dict | None:
+    """One walk over a logged stream's chunks; return the error the stream ended with.
+
+    Records on ``p`` whether every chunk is a known frame, the chunks' finish
+    reasons and filter flags (``read_frame``), and the reason of the first
+    ``response.incomplete`` event that gives one. The error is the
+    ``response.error`` of a Responses ``response.failed`` event, a Responses
+    ``error`` event itself (it holds ``code``, ``message``, ``param``), or the
+    ``error`` of a chat chunk that carries one instead of ``choices`` (an
+    error raised mid-stream): the first found.
+    """
+    table, reasons = V.FlagTable(), []
+    known, error, incomplete = True, None, None
+    for chunk in chunks:
         if type(chunk) is not dict:
+            known = False
             continue
-        kind = chunk.get("type")
-        if kind == "response.failed":
-            found = V.obj(chunk, "response", "error")
-        elif kind == "error":
-            found = chunk
+        kind, choices = chunk.get("type"), chunk.get("choices")
+        if known and type(choices) is not list and not _is_frame(chunk, kind):
+            known = False
+        if error is None:
+            if kind == "response.failed":
+                found = V.obj(chunk, "response", "error")
+            elif kind == "error":
+                found = chunk
+            else:
+                found = chunk.get("error")
+            if type(found) is dict:
+                error = found
+        if incomplete is None and kind == "response.incomplete":
+            incomplete = V.text(chunk, "response", "incomplete_details", "reason")
+        # read_frame(table, reasons, chunk, True), inline: this runs for every chunk.
+        if type(choices) is list:
+            for choice in choices:
+                if type(choice) is dict:
+                    reason = choice.get("finish_reason")
+                    if reason is not None:
+                        reasons.append(reason if type(reason) is str else V.as_text(reason))
+                    results = choice.get("content_filter_results")
+                    if results is not None:
+                        table.add_results(results, "completion")
         else:
-            found = chunk.get("error")
-        if type(found) is dict:
-            return found
-    return None
+            reason = chunk.get("finish_reason")
+            if reason is not None:
+                reasons.append(reason if type(reason) is str else V.as_text(reason))
+        entries = chunk.get("prompt_filter_results")
+        if type(entries) is not list:
+            entries = chunk.get("prompt_annotations")
+        if type(entries) is list:
+            for entry in entries:
+                if type(entry) is dict:
+                    table.add_results(entry.get("content_filter_results"), "prompt")
+    p.chunks_known, p.chunk_reasons, p.chunk_flags, p.chunk_incomplete = known, reasons, table, incomplete
+    return error
 
 
 def _with_message(err: dict | None) -> dict | None:
@@ -145,11 +250,11 @@ def _with_message(err: dict | None) -> dict | None:
     return err if V.text(err, "message") is not None else None
 
 
-def _provider_error(p: Payload, gw_inner: Any, exc_inner: Any) -> tuple[dict | None, str | None]:
+def _provider_error(p: Payload, gw_inner: Any, exc_inner: Any, stream_error: dict | None) -> tuple[dict | None, str | None]:
     """The provider's error object wherever it sits (the first place found), and that place.
 
     The places, in order: ``gateway`` (the gateway body's inner JSON),
-    ``stream_event``, ``responses`` (a ``failed`` Responses object's
+    ``stream_event`` (``stream_error``, found by ``_walk_chunks``), ``responses`` (a ``failed`` Responses object's
     ``error``), ``provider`` (a bare ``error`` body) and ``trace_exception``.
     """
     if gw_inner is not None:
@@ -157,9 +262,8 @@ def _provider_error(p: Payload, gw_inner: Any, exc_inner: Any) -> tuple[dict | N
                         _with_message(V.obj(gw_inner, "external_model_error")))
         if found is not None:
             return found, "gateway"
-    found = _stream_error(p.chunks)
-    if found is not None:
-        return found, "stream_event"
+    if stream_error is not None:
+        return stream_error, "stream_event"
     found = V.key(p.resp, "error")
     if type(found) is dict:
         return found, "responses" if V.key_text(p.resp, "status") == "failed" else "provider"
@@ -196,7 +300,7 @@ def _error(p: Payload, err: dict | None, origin: str | None) -> dict[str, Any] |
 
 def _guardrail(p: Payload, verdict: Any) -> bool:
     """Record a guardrail verdict's flags and blocking stages on ``p``; whether ``verdict`` is one."""
-    if type(verdict) is not dict:
+    if type(verdict) is not dict or (verdict.get("input_guardrail") is None and verdict.get("output_guardrail") is None):
         return False
     flags, stages, seen = [], [], False
     for key, stage in _GUARDRAIL_KEYS:
@@ -213,37 +317,41 @@ def _guardrail(p: Payload, verdict: Any) -> bool:
     return seen
 
 
-def _policy(resp: Any) -> dict[str, str | None] | None:
-    """The ``databricks_service_policy`` at the top of the response (where the docs put it), or ``None``."""
-    found = V.key(resp, _POLICY)
-    if type(found) is not dict:
-        return None
-    return {k: V.text(found, k) for k in _POLICY_FIELDS}
-
-
 def read_payloads(request: str | None, response: str | None) -> Payload:
     """Parse the JSON payloads once and locate chunks, trace outputs and errors."""
     p = Payload()
-    p.req, p.has_req, p.req_invalid = _load(request)
-    p.resp, p.has_resp, p.resp_invalid = _load(response)
+    if request is not None:
+        p.req, p.has_req, p.req_invalid = _load(request)
+    if response is not None:
+        p.resp, p.has_resp, p.resp_invalid = _load(response)
     resp = p.resp
-    if isinstance(resp, list):
+    stream_error = gw_inner = exc_inner = None
+    if type(resp) is dict:
+        if "databricks_output" in resp:
+            spans = p.spans = V.items(resp, *_TRACE, "data", "spans") or []
+            outputs = p.trace_outputs
+            for span in spans:
+                output = V.parse(V.text(span, "attributes", "mlflow.spanOutputs"))
+                if output is not None:
+                    outputs.append(output)
+            exception = p.exception = _exception_message(spans)
+            if exception is not None:
+                inner_text = _group(_REPR_MESSAGE, exception)
+                exc_inner = V.parse(_ESCAPED_QUOTE.sub("'", inner_text)) if inner_text else None
+        gw_code = resp.get("error_code")
+        if gw_code is not None:
+            p.gw_code = gw_code if type(gw_code) is str else V.as_text(gw_code)
+            gw_message = p.gw_message = V.key_text(resp, "message")
+            gw_inner = V.parse(gw_message) if gw_message is not None else None
+    elif type(resp) is list:
         p.chunks = resp
-    if type(resp) is dict and "databricks_output" in resp:
-        p.spans = V.items(resp, *_TRACE, "data", "spans") or []
-    for span in p.spans:
-        output = V.parse(V.text(span, "attributes", "mlflow.spanOutputs"))
-        if output is not None:
-            p.trace_outputs.append(output)
-    p.exception = _exception_message(p.spans)
-    p.gw_code = V.key_text(resp, "error_code")
-    p.gw_message = V.key_text(resp, "message") if p.gw_code is not None else None
-    gw_inner = V.parse(p.gw_message) if p.gw_message is not None else None
-    inner_text = _group(_REPR_MESSAGE, p.exception) if p.exception is not None else None
-    exc_inner = V.parse(_ESCAPED_QUOTE.sub("'", inner_text)) if inner_text else None
-    err, origin = _provider_error(p, gw_inner, exc_inner)
+        stream_error = _walk_chunks(p, resp)
+    err, origin = _provider_error(p, gw_inner, exc_inner, stream_error)
     p.error = _error(p, err, origin)
-    if type(resp) is dict and not _guardrail(p, gw_inner):
-        _guardrail(p, resp)
-    p.policy = _policy(resp)
+    if type(resp) is dict:
+        if not _guardrail(p, gw_inner):
+            _guardrail(p, resp)
+        policy = resp.get(_POLICY)
+        if type(policy) is dict:
+            p.policy = {k: V.text(policy, k) for k in _POLICY_FIELDS}
     return p

@@ -17,6 +17,7 @@ Spark column expressions over the helper columns ``_req``, ``_resp``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,9 +47,9 @@ class Parser:
     outcome: str | None = None
     matches: MatchFn | None = None
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
-        """``name@version``, recorded on every row it produces."""
+        """``name@version``, recorded on every row it produces (made once: it is read for every row)."""
         return f"{self.name}@{self.version}"
 
 
@@ -105,17 +106,25 @@ def parse_row(row: Any, parsers: Mapping[str, Parser] | None = None) -> dict[str
     registered parser on it).
     """
     c = row.classified
-    out: dict[str, Any] = dict.fromkeys(PARSED_COLUMNS)
-    out.update(quarantine_reason=c.quarantine_reason, parser=None, parser_version=None)
-    parser = (OUTCOME_PARSERS if parsers is None else parsers).get(c.outcome) if c.outcome is not None else None
+    out: dict[str, Any] = _EMPTY_ROW.copy()
+    out["quarantine_reason"] = c.quarantine_reason
+    outcome = c.outcome
+    parser = (OUTCOME_PARSERS if parsers is None else parsers).get(outcome) if outcome is not None else None
     if parser is not None:
         out.update(parser.columns(row))
         out["parser"] = parser.name
         out["parser_version"] = parser.label
     # The classifier's columns win over any the parser gives.
-    out.update(outcome=c.outcome, is_stream=c.is_stream, blocked=c.blocked, blocked_stage=c.blocked_stage,
-               safety_flags=c.safety_flags)
+    out["outcome"] = outcome
+    out["is_stream"] = c.is_stream
+    out["blocked"] = c.blocked
+    out["blocked_stage"] = c.blocked_stage
+    out["safety_flags"] = c.safety_flags
     return out
+
+
+_EMPTY_ROW: dict[str, Any] = dict.fromkeys((*PARSED_COLUMNS, "quarantine_reason", "parser", "parser_version"))
+"""What ``parse_row`` starts each row from: every column, in order, ``None``."""
 
 
 def _typed(name: str, value: Column) -> Column:

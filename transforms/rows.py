@@ -82,14 +82,31 @@ def parse_values(
     ``parsers`` maps each outcome to its parser (default: those registered now).
     """
     parsers = OUTCOME_PARSERS if parsers is None else parsers
-    rows = []
     with _no_cyclic_gc():
+        rows = []
         for request, response, status, codes in zip(requests, responses, statuses, logging_error_codes):
             payload = read_payloads(request, response)
             parsed = parse_row(Row(payload, classify(payload, status, codes), status), parsers)
             parsed["_req_invalid"] = payload.req_invalid
             parsed["_resp_invalid"] = payload.resp_invalid
             rows.append(parsed)
+        columns = _columns(rows)
+        # The row dicts go before the collector resumes: its first pass then walks the columns only.
+        del rows
+    return columns
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The rows' values as one list per PARSE_OUTPUT column.
+
+    ``parse_row`` gives its columns in PARSE_OUTPUT order, so a row of as
+    many keys as PARSE_OUTPUT holds exactly them in that order and the
+    columns are its values transposed; a parser that adds a key of its own
+    makes the rows be read by name instead.
+    """
+    width = len(_OUTPUT_NAMES)
+    if rows and tuple(rows[0]) == _OUTPUT_NAMES and all(len(parsed) == width for parsed in rows):
+        return dict(zip(_OUTPUT_NAMES, map(list, zip(*[parsed.values() for parsed in rows]))))
     return {name: [parsed[name] for parsed in rows] for name in _OUTPUT_NAMES}
 
 

@@ -19,6 +19,7 @@ import orjson
 
 SEVERITIES: tuple[str, ...] = ("safe", "low", "medium", "high")
 _RANK = {name: i for i, name in enumerate(SEVERITIES)}
+_SEVERITY_OF_RANK: dict[int | None, str | None] = {None: None, **{i: name for i, name in enumerate(SEVERITIES)}}
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -316,11 +317,12 @@ class FlagTable:
     frame, so the parse adds filter results straight into the table.
     """
 
-    __slots__ = ("_merged", "_seen")
+    __slots__ = ("_merged", "_seen", "_last")
 
     def __init__(self) -> None:
         self._merged: dict[tuple[str, str], list] = {}
-        self._seen: dict[tuple[str, str], dict] = {}
+        self._seen: dict[str, dict[str, dict]] = {}
+        self._last: dict[str, dict] = {}
 
     def add(self, stage: str, category: str, severity: str | None, filtered: bool | None,
             detected: bool | None) -> None:
@@ -348,47 +350,58 @@ class FlagTable:
         """Merge the flags of an Azure ``content_filter_results`` object (as ``flags_from_results`` reads it).
 
         An entry equal to the last one read for its stage and category is
-        skipped: a stream repeats them frame after frame, and merging a flag
+        skipped, and so is an object equal to the last one read for its
+        stage: a stream repeats them frame after frame, and merging a flag
         twice changes nothing.
         """
-        if type(results) is not dict:
+        if type(results) is not dict or not results:
             return
-        merged, seen = self._merged, self._seen
+        last = self._last
+        if last.get(stage) == results:
+            return
+        last[stage] = results
+        seen = self._seen.get(stage)
+        if seen is None:
+            seen = self._seen[stage] = {}
+        merged = self._merged
         for category, value in results.items():
-            if type(value) is not dict:
+            if type(value) is not dict or seen.get(category) == value:
                 continue
-            key = (stage, category)
-            if seen.get(key) == value:
-                continue
-            seen[key] = value
+            seen[category] = value
             severity, filtered, detected = value.get("severity"), value.get("filtered"), value.get("detected")
             if filtered is not None and type(filtered) is not bool:
                 filtered = as_boolean(filtered)
             if detected is not None and type(detected) is not bool:
                 detected = as_boolean(detected)
             if severity is not None:
-                rank = _RANK.get((severity if type(severity) is str else as_text(severity)).lower())
+                rank = _RANK.get(severity) if type(severity) is str else None
+                if rank is None:
+                    rank = _RANK.get((severity if type(severity) is str else as_text(severity)).lower())
             elif filtered is None and detected is None:
                 continue
             else:
                 rank = None
-            if key in merged:
-                self._keep(key, rank, filtered, detected)
-            else:
+            key = (stage, category)
+            kept = merged.get(key)
+            if kept is None:
                 merged[key] = [rank, filtered, detected]
+                continue
+            if rank is not None and (kept[0] is None or rank > kept[0]):
+                kept[0] = rank
+            if filtered is not None and (kept[1] is None or filtered > kept[1]):
+                kept[1] = filtered
+            if detected is not None and (kept[2] is None or detected > kept[2]):
+                kept[2] = detected
 
     def flags(self) -> list[Flag]:
         """The merged flags, sorted by stage then category."""
-        return [
-            {
-                "stage": stage,
-                "category": category,
-                "severity": None if rank is None else SEVERITIES[rank],
-                "filtered": filtered,
-                "detected": detected,
-            }
-            for (stage, category), (rank, filtered, detected) in sorted(self._merged.items())
-        ]
+        merged = self._merged
+        out: list[Flag] = []
+        for key in sorted(merged):
+            rank, filtered, detected = merged[key]
+            out.append({"stage": key[0], "category": key[1], "severity": _SEVERITY_OF_RANK[rank],
+                        "filtered": filtered, "detected": detected})
+        return out
 
 
 def merge_flags(flags: list[Flag]) -> list[Flag]:
