@@ -50,7 +50,7 @@ SERVICE_POLICY = StructType(
 )
 """The Unity AI Gateway service policy a response names (``databricks_service_policy``), as logged."""
 
-CANONICAL_INPUT = StructType(
+GATEWAY_TABLE = StructType(
     [
         StructField("databricks_request_id", StringType()),
         StructField("client_request_id", StringType()),
@@ -64,6 +64,13 @@ CANONICAL_INPUT = StructType(
         StructField("served_entity_id", StringType()),
         StructField("logging_error_codes", ArrayType(StringType())),
         StructField("requester", StringType()),
+    ]
+)
+"""The AI Gateway inference table's columns, as Databricks creates it (the canonical input starts with them)."""
+
+CANONICAL_INPUT = StructType(
+    [
+        *GATEWAY_TABLE.fields,
         StructField("endpoint", StringType()),
         StructField("request_metadata", MapType(StringType(), StringType())),
         StructField("source_table", StringType()),

@@ -72,6 +72,37 @@ def check_deployable(settings: Settings) -> None:
     """
     _check_locations(settings)
     _check_job(settings)
+    if settings.deploy.compute == "serverless":
+        _check_serverless(settings)
+
+
+SERVERLESS_CONF = frozenset({
+    "spark.sql.session.timeZone", "spark.sql.shuffle.partitions", "spark.sql.ansi.enabled",
+    "spark.sql.legacy.timeParserPolicy", "spark.sql.files.maxPartitionBytes", "spark.databricks.execution.timeout",
+})
+"""The Spark properties a serverless notebook or job may set (Databricks, "Set Spark configuration properties")."""
+
+
+def _check_serverless(settings: Settings) -> None:
+    """What serverless compute refuses: cluster Spark confs, other session confs, DBFS locations.
+
+    Serverless runs Python through Spark Connect with Unity Catalog: a
+    session sets only ``SERVERLESS_CONF`` (gatewatch sets ``spark.conf``
+    on the job's session), and DBFS is not for its data or checkpoints.
+    """
+    if settings.deploy.cluster.spark_conf:
+        raise ConfigError("deploy.cluster.spark_conf", "no cluster Spark confs with serverless compute (there is "
+                          "no cluster); session settings go in spark.conf",
+                          ", ".join(sorted(settings.deploy.cluster.spark_conf)))
+    for key in sorted(settings.spark.conf):
+        if key not in SERVERLESS_CONF:
+            raise ConfigError(f"spark.conf.{key}", "one of the Spark properties serverless lets a job set: "
+                              + ", ".join(sorted(SERVERLESS_CONF)))
+    for key, where in (("checkpoint_root", settings.checkpoint_root), ("output.location", settings.output.location),
+                       *((f"sources.{i}.table", s.table) for i, s in enumerate(settings.sources))):
+        if where.startswith(("dbfs:", "/dbfs/")):
+            raise ConfigError(key, "a Unity Catalog volume (/Volumes/...) or catalog table: serverless compute "
+                              "has no general DBFS access", where)
 
 
 def _check_locations(settings: Settings) -> None:

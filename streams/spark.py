@@ -171,13 +171,17 @@ def connect_spark(url: str, settings: SparkSettings):
     from pyspark.sql import SparkSession
 
     check_reachable(url)
-    spark = SparkSession.builder.remote(url).getOrCreate()
-    for key, value in {**CONNECT_CONF, **settings.conf}.items():
+    return apply_conf(SparkSession.builder.remote(url).getOrCreate(), {**CONNECT_CONF, **settings.conf}, settings)
+
+
+def apply_conf(spark: Any, conf: dict[str, str], settings: SparkSettings) -> Any:
+    """Set ``conf`` on the session; a setting of ``spark.conf`` the session refuses is a ``ConfigError``."""
+    for key, value in conf.items():
         try:
             spark.conf.set(key, value)
         except Exception as err:  # noqa: BLE001 - a setting the server does not allow a session to change
             if key in settings.conf:
-                raise ConfigError(f"spark.conf.{key}", "a setting the Spark Connect server lets a session change",
+                raise ConfigError(f"spark.conf.{key}", "a setting the session may change at run time",
                                   str(err).strip().splitlines()[0][:200]) from None
             raise
     return spark
@@ -199,9 +203,9 @@ def build_spark(settings: SparkSettings | None = None, app_name: str = "gatewatc
     """
     from pyspark.sql import SparkSession
 
-    if on_databricks():
-        return SparkSession.builder.getOrCreate()
     settings = settings or SparkSettings()
+    if on_databricks():  # the cluster's (or serverless) session: only ``spark.conf`` is set, at run time
+        return apply_conf(SparkSession.builder.getOrCreate(), dict(settings.conf), settings)
     url = remote_url(settings)
     if url:
         return connect_spark(url, settings)

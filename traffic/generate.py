@@ -54,6 +54,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from gatewatch.schemas import GATEWAY_TABLE
 from gatewatch.traffic.shapes import MALFORMED, SCENARIOS, templates
 
 if TYPE_CHECKING:
@@ -84,22 +85,7 @@ __all__ = [
 DEFAULT_ENDPOINTS: tuple[str, ...] = ("chat-prod", "agent-prod", "chat-canary")
 DEFAULT_START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
-GATEWAY_SCHEMA = StructType(
-    [
-        StructField("databricks_request_id", StringType()),
-        StructField("client_request_id", StringType()),
-        StructField("request_date", DateType()),
-        StructField("request_time", TimestampType()),
-        StructField("status_code", IntegerType()),
-        StructField("sampling_fraction", DoubleType()),
-        StructField("execution_duration_ms", LongType()),
-        StructField("request", StringType()),
-        StructField("response", StringType()),
-        StructField("served_entity_id", StringType()),
-        StructField("logging_error_codes", ArrayType(StringType())),
-        StructField("requester", StringType()),
-    ]
-)
+GATEWAY_SCHEMA = GATEWAY_TABLE
 """The AI Gateway inference table, as Databricks creates it."""
 
 LEGACY_SCHEMA = StructType(

@@ -163,6 +163,25 @@ class TestCompute:
         assert err.value.key == "deploy.compute"
 
 
+    @pytest.mark.parametrize(("override", "key"), [
+        ("spark.conf={spark.databricks.delta.optimizeWrite.enabled: 'true'}",
+         "spark.conf.spark.databricks.delta.optimizeWrite.enabled"),
+        ("deploy.cluster.spark_conf={spark.speculation: 'true'}", "deploy.cluster.spark_conf"),
+        ("checkpoint_root=dbfs:/gatewatch/ckpt", "checkpoint_root"),
+    ])
+    def test_serverless_refuses_what_serverless_refuses(self, config_file: Path, override: str, key: str) -> None:
+        """A Spark conf serverless does not let a job set, a cluster conf, a DBFS location: refused naming the key."""
+        with pytest.raises(ConfigError) as err:
+            build_job(load(config_file, "deploy.compute=serverless", "trigger.mode=available_now", override))
+        assert err.value.key == key
+
+    def test_serverless_takes_the_session_confs_it_allows(self, config_file: Path) -> None:
+        """``spark.conf`` keys serverless lets a job set pass the check (the job sets them on its session)."""
+        job = build_job(load(config_file, "deploy.compute=serverless", "trigger.mode=available_now",
+                             "spark.conf={spark.sql.shuffle.partitions: '64', spark.sql.session.timeZone: UTC}"))
+        assert job.environments[0].spec.environment_version == "4"
+
+
 class _Jobs(BaseHTTPRequestHandler):
     """The Jobs API paths the SDK calls for deploy, over an in-memory job store."""
 

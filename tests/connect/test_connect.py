@@ -25,7 +25,7 @@ from gatewatch.settings import Settings
 from gatewatch.streams.config import read_rules
 from gatewatch.streams.job import Job
 from gatewatch.traffic import generate as traffic
-from tests.connect.conftest import start_server
+from tests.connect.conftest import USER_PARSERS, start_server
 from tests.streams.helpers import assert_each_once, commit, landed
 
 pytestmark = pytest.mark.connect
@@ -35,8 +35,9 @@ SPIKE_RULE = next(r for r in read_rules() if r["name"] == "content_filter_spike"
 
 
 def gatewatch(*args: str, wait: bool = True, timeout_s: float = 600) -> subprocess.CompletedProcess | subprocess.Popen:
-    """Run the ``gatewatch`` command line (JSON logs); wait for it unless ``wait`` is false."""
+    """Run the ``gatewatch`` command line, able to import the test parser modules; wait unless ``wait`` is false."""
     env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(USER_PARSERS), os.environ.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "gatewatch.cli.main", *args]
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -70,9 +71,10 @@ def events(output: str, name: str) -> list[dict]:
     return found
 
 
-def test_two_sources_land_once_as_on_classic_and_the_spike_alert_fires_once_then_resolves(
+def test_two_sources_land_once_as_on_classic_the_alert_fires_once_and_resolves_and_replay_moves_rows_once(
         spark, tmp_path, connect_server, webhook):
-    """One query for two sources over Connect: every insert once, the same rows as classic Spark, one alert fired and resolved."""
+    """One query for two sources over Connect: every insert once, the same rows as classic Spark, one alert fired
+    and resolved; unknown shapes quarantined, then moved to requests once by a replay over Connect."""
     chat, agent = tmp_path / "chat", tmp_path / "agent"
     for table in (chat, agent):
         traffic.create_inference_table(spark, str(table))
@@ -80,6 +82,8 @@ def test_two_sources_land_once_as_on_classic_and_the_spike_alert_fires_once_then
     ids = commit(spark, chat, traffic.generate(120, seed=1, start=T0, **calm))
     ids |= commit(spark, chat, traffic.spike(60, endpoint="chat-prod", seed=2, start=T0 + timedelta(minutes=10)))
     ids |= commit(spark, agent, traffic.generate(80, seed=3, endpoints=("agent-prod",), malformed_rate=0.1))
+    unknown = _unknown_shapes(traffic.generate(12, seed=5, endpoints=("agent-prod",), malformed_rate=0.0))
+    ids |= commit(spark, agent, unknown)
     sources = [{"table": str(chat), "name": "chat", "endpoint": "chat-prod"},
                {"table": str(agent), "name": "agent", "endpoint": "agent-prod"}]
     alerting = {"alerts": {"rules": [SPIKE_RULE], "deliver_interval_s": 0},
@@ -94,6 +98,9 @@ def test_two_sources_land_once_as_on_classic_and_the_spike_alert_fires_once_then
     assert_each_once(spark, tmp_path / "out", ids)
     requests = spark.read.format("delta").load(str(tmp_path / "out" / "requests"))
     assert {r[0] for r in requests.select("source_table").distinct().collect()} == {str(chat), str(agent)}
+    quarantine = spark.read.format("delta").load(str(tmp_path / "out" / "quarantine"))
+    assert {r[0] for r in quarantine.where(F.col("reason") == "unknown_shape").select("databricks_request_id")
+            .collect()} == {g.row["databricks_request_id"] for g in unknown}
     status = json.loads((tmp_path / "ckpt" / "_status.json").read_text())
     assert {name: s["state"] for name, s in status["sources"].items()} == {"chat": "stopped", "agent": "stopped"}
     assert all(s["progress"]["input_rows"] > 0 for s in status["sources"].values())
@@ -122,6 +129,27 @@ def test_two_sources_land_once_as_on_classic_and_the_spike_alert_fires_once_then
     tokens = spark.read.format("delta").load(str(tmp_path / "out" / "token_usage_events"))
     assert tokens.select("databricks_request_id").distinct().count() == tokens.count() > 0
 
+    replay = ("replay", "--config", str(cfg), "--remote", connect_server.url, "--set",  # a parser for the shape
+              "parsers.modules=[predictions_parser]")
+    done = gatewatch(*replay)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert f"moved {len(unknown)} of " in done.stdout
+    requests, _ = landed(spark, tmp_path / "out")
+    assert {g.row["databricks_request_id"] for g in unknown} <= set(requests)
+    assert len(requests) == len(set(requests))
+    statuses = {r["databricks_request_id"]: r["status"] for r in spark.read.format("delta")
+                .load(str(tmp_path / "out" / "quarantine")).collect()}
+    assert {statuses[g.row["databricks_request_id"]] for g in unknown} == {"resolved"}
+    again = gatewatch(*replay)
+    assert again.returncode == 0 and "moved 0 of " in again.stdout, again.stdout[-2000:]
+
+
+def _unknown_shapes(rows: list) -> list:
+    """``rows`` answered 200 with a custom model's ``predictions``: a shape no built-in parser knows."""
+    for i, g in enumerate(rows):
+        g.row.update(status_code=200, response=json.dumps({"predictions": [0.1 * i, 0.2], "token_count": i}))
+    return rows
+
 
 def test_kill_the_server_mid_stream_then_rerun_loses_and_duplicates_nothing(spark, tmp_path, connect_server):
     """A Connect server killed (SIGKILL) mid-stream, the run resumed on another server: every insert once."""
@@ -136,8 +164,9 @@ def test_kill_the_server_mid_stream_then_rerun_loses_and_duplicates_nothing(spar
     run = gatewatch("run", "--config", str(cfg), "--remote", doomed.url, "--log-format", "json", wait=False)
     try:
         _wait_for_batches(run, 2)
-        doomed.kill()  # the server's JVM and its Python workers die mid-stream
-        run.wait(timeout=120)
+        doomed.kill()  # the server's JVM and its Python workers die mid-stream, and the job with them
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(timeout=60)
     finally:
         doomed.kill()
         if run.poll() is None:
@@ -154,49 +183,25 @@ def test_kill_the_server_mid_stream_then_rerun_loses_and_duplicates_nothing(spar
 
 def _wait_for_batches(run: subprocess.Popen, count: int, timeout_s: float = 300) -> None:
     """Read a run's log until ``count`` batches with rows were reported (its listener's progress lines)."""
+    import selectors
+
     assert run.stdout is not None
-    seen, deadline = 0, time.monotonic() + timeout_s
-    for line in run.stdout:
-        if line.startswith("{"):
-            event = json.loads(line)
-            if event.get("event") == "progress" and (event.get("input_rows") or 0) > 0:
-                seen += 1
-                if seen >= count:
-                    return
-        if time.monotonic() > deadline:
-            break
-    pytest.fail(f"the run reported {seen} batches with rows before ending or timing out")
-
-
-def test_quarantined_rows_replay_over_connect_once(spark, tmp_path, connect_server):
-    """Unknown shapes quarantined by a run over Connect move to requests by a replay over Connect, once."""
-    table = tmp_path / "ranker"
-    traffic.create_inference_table(spark, str(table))
-    rows = [g.row for g in traffic.generate(40, seed=7, endpoints=("chat-prod",), malformed_rate=0.0)]
-    rows = sorted(rows, key=lambda r: r["status_code"] != 200)[:20]  # the first six answered 200
-    for i, row in enumerate(rows[:6]):  # a shape no built-in parser knows: quarantined as unknown_shape
-        row["response"] = json.dumps({"predictions": [0.1 * i, 0.2], "token_count": i})
-    traffic.write_rows(spark, str(table), rows)
-    cfg = config(tmp_path, [{"table": str(table), "endpoint": "ranker"}])
-    run = gatewatch("run", "--config", str(cfg), "--available-now", "--remote", connect_server.url)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    quarantine = spark.read.format("delta").load(str(tmp_path / "out" / "quarantine"))
-    unknown = {r[0] for r in quarantine.where(F.col("reason") == "unknown_shape").select("databricks_request_id")
-               .collect()}
-    assert unknown == {r["databricks_request_id"] for r in rows[:6]}
-
-    replay = ("replay", "--config", str(cfg), "--remote", connect_server.url, "--set",
-              "parsers.modules=[predictions_parser]")
-    done = gatewatch(*replay)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert "moved 6 of 6 rows into requests" in done.stdout
-    again = gatewatch(*replay)
-    assert again.returncode == 0 and "No open quarantined rows match." in again.stdout
-    requests, quarantined = landed(spark, tmp_path / "out")
-    assert sorted(requests) == sorted(r["databricks_request_id"] for r in rows)
-    statuses = {r["databricks_request_id"]: r["status"] for r in spark.read.format("delta")
-                .load(str(tmp_path / "out" / "quarantine")).collect()}
-    assert statuses == {r["databricks_request_id"]: "resolved" for r in rows[:6]}
+    seen, deadline, lines = 0, time.monotonic() + timeout_s, []
+    with selectors.DefaultSelector() as selector:
+        selector.register(run.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline and seen < count:
+            if not selector.select(timeout=5):
+                continue
+            line = run.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("{"):
+                event = json.loads(line)
+                if event.get("event") == "progress" and (event.get("input_rows") or 0) > 0:
+                    seen += 1
+    if seen < count:
+        pytest.fail(f"the run reported {seen} batches with rows before ending or timing out: {''.join(lines)[-2000:]}")
 
 
 def test_an_unreachable_server_is_one_line_with_the_fix(tmp_path):
