@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,11 +87,14 @@ def ensure_table(spark: SparkSession, target: Table, schema: StructType,
     """
     from delta.tables import DeltaTable
 
+    fresh = not _exists(spark, target)
     builder = DeltaTable.createIfNotExists(spark)
     builder = builder.location(target.ref) if target.is_path else builder.tableName(target.ref)
     for key, value in (properties or {}).items():
         builder = builder.property(key, value)
     builder.addColumns(schema).execute()
+    if fresh:  # created just now with these columns and properties: nothing to add
+        return
     present = {f.name.lower() for f in target.read(spark).schema.fields}
     missing_columns = [f for f in schema.fields if f.name.lower() not in present]
     if missing_columns:  # a table created by an earlier version: new columns are added, null for its rows
@@ -103,6 +106,37 @@ def ensure_table(spark: SparkSession, target: Table, schema: StructType,
         if missing:
             pairs = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(missing.items()))
             spark.sql(f"ALTER TABLE {target.sql_name} SET TBLPROPERTIES ({pairs})")
+
+
+def _exists(spark: SparkSession, target: Table) -> bool:
+    """Whether ``target`` exists already; True when that cannot be told cheaply (an object-store path)."""
+    if not target.is_path:
+        return spark.catalog.tableExists(target.ref)
+    ref = target.ref.removeprefix("file:")
+    if "://" in ref or ref.startswith("dbfs:"):
+        return True
+    return (Path(ref) / "_delta_log").is_dir()
+
+
+def ensure_tables(spark: SparkSession, tables: Sequence[tuple[Table, StructType, Mapping[str, str]]]) -> None:
+    """``ensure_table`` each of ``tables`` (table, schema, properties), in parallel threads.
+
+    Each creation is a Delta commit of its own: run together, their fixed
+    costs overlap. The first failure is raised once all have finished.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyspark.util import inheritable_thread_target
+
+    if len(tables) < 2:
+        for target, schema, properties in tables:
+            ensure_table(spark, target, schema, properties)
+        return
+    with ThreadPoolExecutor(max_workers=len(tables), thread_name_prefix="gatewatch-tables") as pool:
+        futures = [pool.submit(inheritable_thread_target(spark)(ensure_table), spark, target, schema, properties)
+                   for target, schema, properties in tables]
+        for future in futures:
+            future.result()
 
 
 ROWS_PER_FILE = 200_000
@@ -172,8 +206,8 @@ def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, Table]
                "safety_events": SAFETY_EVENTS}
     if not tables["requests"].is_path:
         check_catalog(spark, tables["requests"].ref, "output table")
-    for role, schema in schemas.items():
-        # requests keeps a change feed: the events query derives the event tables from it (streams.events)
-        extra = {"delta.enableChangeDataFeed": "true"} if role == "requests" else {}
-        ensure_table(spark, tables[role], schema, {**o.table_properties(), **extra})
+    # requests keeps a change feed: the events query derives the event tables from it (streams.events)
+    extra = {"requests": {"delta.enableChangeDataFeed": "true"}}
+    ensure_tables(spark, [(tables[role], schema, {**o.table_properties(), **extra.get(role, {})})
+                          for role, schema in schemas.items()])
     return tables
