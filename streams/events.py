@@ -76,6 +76,7 @@ def handle_events_batch(ctx: EventsContext, batch: DataFrame, batch_id: int) -> 
     spark = batch.sparkSession
     changes = batch.groupBy("_change_type").count().collect()
     counts = {r["_change_type"]: r["count"] for r in changes}
+    counted = time.monotonic()
     rows = batch.where(F.col("_change_type").isin("insert", "update_postimage")).select(*EVENT_INPUTS)
     tokens, safety = rows.transform(token_events), rows.transform(safety_events)
     if counts.get("update_postimage"):
@@ -90,7 +91,8 @@ def handle_events_batch(ctx: EventsContext, batch: DataFrame, batch_id: int) -> 
             functools.partial(out.append, safety, ctx.safety_events, ctx.app_id, batch_id, counts["insert"]),
         )
     metrics = {"batch_id": batch_id, "requests": counts.get("insert", 0) + counts.get("update_postimage", 0),
-               "duration_s": round(time.monotonic() - started, 3)}
+               "duration_s": round(time.monotonic() - started, 3), "count_s": round(counted - started, 3),
+               "write_s": round(time.monotonic() - counted, 3)}
     log.info("events_batch", **metrics)
     return metrics
 
