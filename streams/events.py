@@ -44,6 +44,10 @@ EVENT_INPUTS: tuple[str, ...] = tuple(dict.fromkeys(
 ))
 """The requests columns ``token_events`` and ``safety_events`` read (the flag's fields come from ``safety_flags``)."""
 
+EVENT_ROWS_PER_FILE = 2_000_000
+"""An events batch of at most this many requests writes one file per event table (an event is a narrow row,
+~50 bytes): several files would be merged again at once by auto compaction, a second write of the same rows."""
+
 CDF = {"delta.enableChangeDataFeed": "true"}
 """The property the requests table needs for the events query to read its changes."""
 
@@ -87,8 +91,10 @@ def handle_events_batch(ctx: EventsContext, batch: DataFrame, batch_id: int) -> 
     elif counts.get("insert"):
         _in_parallel(
             spark,
-            functools.partial(out.append, tokens, ctx.token_events, ctx.app_id, batch_id, counts["insert"]),
-            functools.partial(out.append, safety, ctx.safety_events, ctx.app_id, batch_id, counts["insert"]),
+            functools.partial(out.append, tokens, ctx.token_events, ctx.app_id, batch_id, counts["insert"],
+                              EVENT_ROWS_PER_FILE),
+            functools.partial(out.append, safety, ctx.safety_events, ctx.app_id, batch_id, counts["insert"],
+                              EVENT_ROWS_PER_FILE),
         )
     metrics = {"batch_id": batch_id, "requests": counts.get("insert", 0) + counts.get("update_postimage", 0),
                "duration_s": round(time.monotonic() - started, 3), "count_s": round(counted - started, 3),

@@ -143,12 +143,14 @@ ROWS_PER_FILE = 200_000
 """An append of at most this many rows is written as one file (fewer small files to compact)."""
 
 
-def append(df: DataFrame, target: Table, app_id: str, batch_id: int, rows: int | None = None) -> None:
+def append(df: DataFrame, target: Table, app_id: str, batch_id: int, rows: int | None = None,
+           rows_per_file: int = ROWS_PER_FILE) -> None:
     """Append ``df`` once per (app_id, batch_id): a retried batch is skipped by Delta.
 
-    ``rows``, when known, lets a small append go out as one file.
+    ``rows``, when known, lets an append of at most ``rows_per_file`` rows
+    go out as one file.
     """
-    if rows is not None and rows <= ROWS_PER_FILE:
+    if rows is not None and rows <= rows_per_file:
         df = df.coalesce(1)
     writer = (
         df.write.format("delta")
