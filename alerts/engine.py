@@ -596,10 +596,8 @@ def _own_session(spark: SparkSession) -> SparkSession:
 def ensure_alert_tables(spark: SparkSession, settings: Settings, tables: Mapping[str, out.Table]) -> None:
     """Create the alerts, outbox and deliveries tables (and any other ``delta`` sink table) if needed."""
     properties = settings.output.table_properties()
-    for role, schema in STATE_TABLES.items():
-        out.ensure_table(spark, tables[role], schema, properties)
-    for table in _delta_sink_tables(settings, tables["alerts"]):
-        out.ensure_table(spark, table, ALERTS, properties)
+    out.ensure_tables(spark, [(tables[role], schema, properties) for role, schema in STATE_TABLES.items()]
+                      + [(table, ALERTS, properties) for table in _delta_sink_tables(settings, tables["alerts"])])
 
 
 def deliver_once(spark: SparkSession, settings: Settings) -> dict[str, int]:

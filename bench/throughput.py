@@ -88,12 +88,36 @@ def run_pipeline(table: Path, work: Path, files_per_trigger: int, contract: bool
     if proc.returncode != 0:
         sys.exit(f"gatewatch run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     batches = []
+    phases: dict = {}
     for line in (proc.stdout + proc.stderr).splitlines():
         if line.startswith("{"):
             event = json.loads(line)
             if event.get("event") == "batch" and event.get("rows"):
                 batches.append(event)
-    return {"wall_s": wall, "batches": batches}
+            elif event.get("event") in ("job_ready", "events_caught_up", "events_batch"):
+                phases[event["event"]] = event
+    return {"wall_s": wall, "batches": batches, "phases": phases}
+
+
+def where_time_went(run: dict) -> list[str]:
+    """The run's wall time by phase, from the job's own log: start-up steps, micro-batches, events, the rest."""
+    phases, batches = run["phases"], run["batches"]
+    lines = []
+    ready = phases.get("job_ready")
+    if ready:
+        steps = {k: v for k, v in ready.items() if k.endswith("_s")}
+        lines.append("  job start (after the session)  " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in steps.items()))
+    in_batches = sum(b["duration_s"] for b in batches)
+    lines.append(f"  micro-batch handlers           {in_batches:.1f}s")
+    caught_up = phases.get("events_caught_up")
+    if caught_up:
+        batch = phases.get("events_batch", {})
+        lines.append(f"  events query                   {caught_up['duration_s']:.1f}s "
+                     f"(its batch {batch.get('duration_s', 0):.1f}s)")
+    rest = run["wall_s"] - in_batches - (caught_up or {}).get("duration_s", 0.0)
+    lines.append(f"  everything else                {rest:.1f}s (JVM and session start, job start, "
+                 f"each batch's planning and commit, exit)")
+    return lines
 
 
 def stock_job(table: Path, work: Path, files_per_trigger: int) -> dict:
@@ -183,6 +207,8 @@ def throughput(args: argparse.Namespace) -> None:
     print(f"  stock Spark job         {stock['wall_s']:.1f}s  -> {stock['rows'] / stock['wall_s']:,.0f} rows/s "
           f"({stock['rows']:,} rows)")
     print(f"  gatewatch / stock job   {run['wall_s'] / stock['wall_s']:.2f}x the stock job's time")
+    print("\nWhere gatewatch's time went")
+    print("\n".join(where_time_went(run)))
 
 
 def latency(args: argparse.Namespace) -> None:

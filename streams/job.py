@@ -16,9 +16,11 @@ batch with rows (``Alerting.evaluate``) instead of inside it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,6 +195,22 @@ def _restartable(rq: RunningQuery) -> bool:
     return rq.restarts < MAX_SCHEMA_RESTARTS
 
 
+class _Phases:
+    """Times steps into a dict: ``with phases("name_s"): ...`` adds the step's seconds under its name."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.began = time.monotonic()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.into[name] = round(self.into.get(name, 0.0) + time.monotonic() - started, 3)
+
+
 def _run_batch(ctx: BatchContext, batch, batch_id: int) -> None:
     handle_batch(ctx, batch, batch_id)
 
@@ -227,25 +245,34 @@ class Job:
             raise ValueError("batch hooks run in the job's process: not over Spark Connect")
         self.hooks = hooks
         self.user_metrics = on_metrics
-        self.sources = [check_source(spark, s) for s in settings.sources]
-        self.groups = query_groups(self.sources, settings.checkpoint_root)
-        check_layout(self.groups, settings.checkpoint_root)
+        self.phases: dict[str, float] = {}
+        """Seconds each step of the job's start took (logged in ``job_ready``)."""
+        clock = _Phases(self.phases)
+        with clock("sources_s"):
+            self.sources = [check_source(spark, s) for s in settings.sources]
+            self.groups = query_groups(self.sources, settings.checkpoint_root)
+            check_layout(self.groups, settings.checkpoint_root)
         self.observer = Observer(settings.checkpoint_root, self.sources, functools.partial(latest_commit, spark))
         self.on_metrics = self._metrics_to(on_metrics)
         self.listener: ProgressListener | None = None
-        load_parser_modules(settings)
-        self.contract = load_contract(settings)
-        self.tables = out.prepare_outputs(spark, settings)
+        with clock("contract_s"):
+            load_parser_modules(settings)
+            self.contract = load_contract(settings)
+        with clock("outputs_s"):
+            self.tables = out.prepare_outputs(spark, settings)
         self.alerting = None
         self.stages: tuple[BatchStage, ...] = ()
         if alerting_enabled(settings):
             from gatewatch.alerts.engine import Alerting, alert_tables, ensure_alert_tables
 
-            self.tables.update(alert_tables(settings))
-            ensure_alert_tables(spark, settings, self.tables)
-            self.alerting = Alerting(spark, settings, self.tables, sinks=sinks)
+            with clock("alert_tables_s"):
+                self.tables.update(alert_tables(settings))
+                ensure_alert_tables(spark, settings, self.tables)
+            with clock("alerting_s"):
+                self.alerting = Alerting(spark, settings, self.tables, sinks=sinks)
             self.stages = (self.alerting,)
-        self.events_start = starting_version(spark, settings, self.tables)
+        with clock("events_start_s"):
+            self.events_start = starting_version(spark, settings, self.tables)
         self.running: list[RunningQuery] = []
         self.events: StreamingQuery | None = None
         self.failures: dict[str, GatewatchError] = {}
@@ -257,8 +284,10 @@ class Job:
 
     def start(self) -> Job:
         """Start one query per group of sources (and the alert delivery, which first sends what is pending)."""
+        clock = _Phases(self.phases)
         if self.alerting is not None:
-            self.alerting.start(evaluate=self.remote)
+            with clock("alerts_pending_s"):
+                self.alerting.start(evaluate=self.remote)
         self.observer.write()
         self.listener = ProgressListener(self.observer, then=self._followed if self.remote else None)
         try:
@@ -280,6 +309,8 @@ class Job:
                 raise
             self.running.append(rq)
             self.observer.attach([t.settings.source_name for t in group.tables], rq.query)
+        self.phases["queries_start_s"] = round(time.monotonic() - clock.began, 3)
+        log.info("job_ready", **self.phases)
         return self
 
     def _start_query(self, group: QueryGroup) -> RunningQuery:
@@ -372,9 +403,11 @@ class Job:
         try:
             self._wait(pending, poll_s)
             if self.available_now and not self.failures:
+                began = time.monotonic()
                 self.events = start_events_query(self.spark, self.settings, self.tables, available_now=True,
                                                  start=self.events_start)
                 self.events.awaitTermination()
+                log.info("events_caught_up", duration_s=round(time.monotonic() - began, 3))
             if self.remote and self.alerting is not None and not self.failures:
                 self.alerting.evaluate()  # the last batches' rows
         finally:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +92,10 @@ def ensure_table(spark: SparkSession, target: Table, schema: StructType,
     checkpoint interval, log and deleted-file retention) are set at creation,
     and on a table created without them by one ``ALTER TABLE`` at start.
     """
+    fresh = not _exists(spark, target)
     delta_sql.create_table(spark, target.sql_name, schema, properties)
+    if fresh:  # created just now with these columns and properties: nothing to add
+        return
     present = {f.name.lower() for f in target.read(spark).schema.fields}
     missing_columns = [f for f in schema.fields if f.name.lower() not in present]
     if missing_columns:  # a table created by an earlier version: new columns are added, null for its rows
@@ -106,16 +109,49 @@ def ensure_table(spark: SparkSession, target: Table, schema: StructType,
             spark.sql(f"ALTER TABLE {target.sql_name} SET TBLPROPERTIES ({delta_sql.properties_sql(missing)})")
 
 
+def _exists(spark: SparkSession, target: Table) -> bool:
+    """Whether ``target`` exists already; True when that cannot be told cheaply (an object-store path)."""
+    if not target.is_path:
+        return spark.catalog.tableExists(target.ref)
+    ref = target.ref.removeprefix("file:")
+    if "://" in ref or ref.startswith("dbfs:"):
+        return True
+    return (Path(ref) / "_delta_log").is_dir()
+
+
+def ensure_tables(spark: SparkSession, tables: Sequence[tuple[Table, StructType, Mapping[str, str]]]) -> None:
+    """``ensure_table`` each of ``tables`` (table, schema, properties), in parallel threads.
+
+    Each creation is a Delta commit of its own: run together, their fixed
+    costs overlap. The first failure is raised once all have finished.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyspark.util import inheritable_thread_target
+
+    if len(tables) < 2:
+        for target, schema, properties in tables:
+            ensure_table(spark, target, schema, properties)
+        return
+    with ThreadPoolExecutor(max_workers=len(tables), thread_name_prefix="gatewatch-tables") as pool:
+        futures = [pool.submit(inheritable_thread_target(spark)(ensure_table), spark, target, schema, properties)
+                   for target, schema, properties in tables]
+        for future in futures:
+            future.result()
+
+
 ROWS_PER_FILE = 200_000
 """An append of at most this many rows is written as one file (fewer small files to compact)."""
 
 
-def append(df: DataFrame, target: Table, app_id: str, batch_id: int, rows: int | None = None) -> None:
+def append(df: DataFrame, target: Table, app_id: str, batch_id: int, rows: int | None = None,
+           rows_per_file: int = ROWS_PER_FILE) -> None:
     """Append ``df`` once per (app_id, batch_id): a retried batch is skipped by Delta.
 
-    ``rows``, when known, lets a small append go out as one file.
+    ``rows``, when known, lets an append of at most ``rows_per_file`` rows
+    go out as one file.
     """
-    if rows is not None and rows <= ROWS_PER_FILE:
+    if rows is not None and rows <= rows_per_file:
         df = df.coalesce(1)
     writer = (
         df.write.format("delta")
@@ -160,8 +196,8 @@ def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, Table]
                "safety_events": SAFETY_EVENTS}
     if not tables["requests"].is_path:
         check_catalog(spark, tables["requests"].ref, "output table")
-    for role, schema in schemas.items():
-        # requests keeps a change feed: the events query derives the event tables from it (streams.events)
-        extra = {"delta.enableChangeDataFeed": "true"} if role == "requests" else {}
-        ensure_table(spark, tables[role], schema, {**o.table_properties(), **extra})
+    # requests keeps a change feed: the events query derives the event tables from it (streams.events)
+    extra = {"requests": {"delta.enableChangeDataFeed": "true"}}
+    ensure_tables(spark, [(tables[role], schema, {**o.table_properties(), **extra.get(role, {})})
+                          for role, schema in schemas.items()])
     return tables
