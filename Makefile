@@ -29,7 +29,7 @@ demo: setup
 	$(BIN)/gatewatch demo
 
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/throughput.py

@@ -269,6 +269,8 @@ def connect_server_command(port: int, *, host: str = "127.0.0.1", master: str = 
         "spark.sql.shuffle.partitions": "4",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.pyspark.python": sys.executable,
+        # a busy machine may take longer than the default 15 s to start the Python process of a foreachBatch
+        "spark.python.authenticate.socketTimeout": "120s",
         "spark.pyspark.driver.python": sys.executable,
         **(conf or {}),
     }

@@ -28,7 +28,7 @@ from gatewatch.traffic import generate as traffic
 from tests.connect.conftest import USER_PARSERS, start_server
 from tests.streams.helpers import assert_each_once, commit, landed
 
-pytestmark = pytest.mark.connect
+pytestmark = [pytest.mark.connect, pytest.mark.xdist_group("connect")]  # one worker, one server
 
 T0 = traffic.DEFAULT_START
 SPIKE_RULE = next(r for r in read_rules() if r["name"] == "content_filter_spike")
