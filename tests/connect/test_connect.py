@@ -110,8 +110,10 @@ def test_two_sources_land_once_as_on_classic_the_alert_fires_once_and_resolves_a
         "output": {"location": str(classic / "out")}, "checkpoint_root": str(classic / "ckpt"),
         "trigger": {"mode": "available_now"}, "alerts": {"enabled": False}})
     Job(spark, settings).start().wait()
-    assert [sorted(ids) for ids in landed(spark, classic / "out")] == [sorted(ids) for ids in
-                                                                       landed(spark, tmp_path / "out")]
+    over_connect, on_classic = landed(spark, tmp_path / "out"), landed(spark, classic / "out")
+    assert [sorted(ids) for ids in on_classic] == [sorted(ids) for ids in over_connect]
+    print(f"\ntwo sources, {len(ids)} inserts: over Connect {len(over_connect[0])} requests + "
+          f"{len(over_connect[1])} quarantined; classic {len(on_classic[0])} + {len(on_classic[1])}")
     for name in ("requests", "quarantine"):  # the same rows, column for column (but the time each was written)
         rows = [spark.read.format("delta").load(str(out / name)) for out in (tmp_path / "out", classic / "out")]
         columns = [c for c in rows[1].columns if not c.endswith("_at")]
@@ -174,11 +176,14 @@ def test_kill_the_server_mid_stream_then_rerun_loses_and_duplicates_nothing(spar
             run.wait(timeout=60)
     requests, quarantined = landed(spark, tmp_path / "out")
     assert 0 < len(requests) + len(quarantined) < len(ids), "the kill should land between the first and last batch"
+    print(f"\nkill drill, {len(ids)} inserts: {len(requests) + len(quarantined)} landed before the kill")
 
     rerun = gatewatch("run", "--config", str(cfg), "--available-now", "--remote", connect_server.url,
                       "--log-format", "json")
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
     assert_each_once(spark, tmp_path / "out", ids)
+    requests, quarantined = landed(spark, tmp_path / "out")
+    print(f"kill drill after the rerun: {len(requests)} requests + {len(quarantined)} quarantined, each once")
 
 
 def _wait_for_batches(run: subprocess.Popen, count: int, timeout_s: float = 300) -> None:

@@ -125,3 +125,5 @@ def test_kill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, tmp_pa
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output[-2000:]
     assert_each_once(spark, out, ids)
+    requests, quarantined = landed(spark, out)
+    print(f"\nkill drill after the restart: {len(requests)} requests + {len(quarantined)} quarantined, each once")
