@@ -99,8 +99,8 @@ def test_two_sources_land_once_as_on_classic_the_alert_fires_once_and_resolves_a
     requests = spark.read.format("delta").load(str(tmp_path / "out" / "requests"))
     assert {r[0] for r in requests.select("source_table").distinct().collect()} == {str(chat), str(agent)}
     quarantine = spark.read.format("delta").load(str(tmp_path / "out" / "quarantine"))
-    assert {r[0] for r in quarantine.where(F.col("reason") == "unknown_shape").select("databricks_request_id")
-            .collect()} == {g.row["databricks_request_id"] for g in unknown}
+    assert {g.row["databricks_request_id"] for g in unknown} <= {  # the mix may hold unknown shapes of its own
+        r[0] for r in quarantine.where(F.col("reason") == "unknown_shape").select("databricks_request_id").collect()}
     status = json.loads((tmp_path / "ckpt" / "_status.json").read_text())
     assert {name: s["state"] for name, s in status["sources"].items()} == {"chat": "stopped", "agent": "stopped"}
     assert all(s["progress"]["input_rows"] > 0 for s in status["sources"].values())
