@@ -54,7 +54,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -228,7 +227,7 @@ class Alerting:
         self._ticker: threading.Thread | None = None
         self._poked = threading.Event()  # a batch committed since the last ``evaluate`` (Spark Connect)
         self._evaluator: threading.Thread | None = None
-        self.app_id = f"gatewatch-alerts-{uuid.uuid4()}"  # outbox appends of ``evaluate``: new per run
+        self.app_id = out.new_app_id("alerts")  # outbox appends of ``evaluate``: new per run
         self.evaluations = 0
 
     # ------------------------------------------------------------------ start-up state

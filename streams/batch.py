@@ -338,9 +338,8 @@ def _append_all(ctx: BatchContext, frames: Mapping[str, DataFrame], appends: lis
     """Append to each table once per (app id, batch id), the tables (and ``extra`` writes) in parallel.
 
     Each frame is built in the thread that writes it. An append with no rows is skipped (there is nothing to write twice).
-    Every idempotent append makes Delta look up the table's transactions,
-    which costs a state reconstruction of that table: running them in
-    parallel overlaps those, and one that fails fails the batch after the
+    Running them in parallel overlaps their fixed costs (the write job, the
+    commit, its post-commit hooks); one that fails fails the batch after the
     others finished (the retried batch skips the appends that committed).
     """
     todo = [functools.partial(_append, frames, role, table, ctx.app_id, batch_id, rows)

@@ -1,29 +1,46 @@
 """The output tables: where they live, creating them, and idempotent writes.
 
-Every append carries ``txnAppId`` (stable per streaming query, new for a new
-checkpoint) and ``txnVersion`` (the micro-batch id) as options of that write,
-so a batch retried after a crash appends nothing twice. A MERGE is idempotent
-by what it writes (it sets rows to the values of its source; merging the same
-rows again changes nothing), not by session configuration, which a Spark
-Connect session shares between all its queries and threads. Outputs are
-created without table features that other Delta readers (delta-rs, DuckDB,
-Polars) cannot read. Tables are reached through SQL and DataFrame reads only
-(``streams.delta_sql``), the same on classic Spark and over Spark Connect.
+An append is written once per (app id, batch id): the app id is stable per
+streaming query (new for a new checkpoint), the batch id is the micro-batch's.
+Every append records both in its commit (``userMetadata``, shown by
+``DESCRIBE HISTORY``). A process looks an append up only when it may have
+been written before: the first append it makes for that app id and table
+(the batch a restart re-runs) and a batch id not above the newest it knows.
+That lookup reads the table's recent history for the app's newest batch and
+writes with Delta's own ``txnAppId``/``txnVersion`` as well (a batch written
+by an older release, which recorded only those, is skipped by Delta). Every
+other batch id is new and is appended without a lookup: on Delta 4.4 a
+``txnVersion`` lookup rebuilds the table's whole state (three Spark jobs)
+on every append.
+
+A MERGE is idempotent by what it writes (it sets rows to the values of its
+source; merging the same rows again changes nothing), not by session
+configuration, which a Spark Connect session shares between all its queries
+and threads. Outputs are created without table features that other Delta
+readers (delta-rs, DuckDB, Polars) cannot read. Tables are reached through
+SQL and DataFrame reads only (``streams.delta_sql``), the same on classic
+Spark and over Spark Connect.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from gatewatch.settings import OutputSettings, Settings
 from gatewatch.streams import delta_sql
+
+log = structlog.get_logger("gatewatch.outputs")
 
 
 @dataclass(frozen=True)
@@ -144,25 +161,99 @@ ROWS_PER_FILE = 200_000
 """An append of at most this many rows is written as one file (fewer small files to compact)."""
 
 
+_newest: dict[tuple[str, str], int] = {}
+"""The newest batch id each (app id, table) is known to have reached in this process: attempted here or found written."""
+_newest_lock = threading.Lock()
+
+
 def append(df: DataFrame, target: Table, app_id: str, batch_id: int, rows: int | None = None,
-           rows_per_file: int = ROWS_PER_FILE) -> None:
-    """Append ``df`` once per (app_id, batch_id): a retried batch is skipped by Delta.
+           rows_per_file: int = ROWS_PER_FILE) -> bool:
+    """Append ``df`` once per (app_id, batch_id); False when that batch was written already (nothing is appended).
 
     ``rows``, when known, lets an append of at most ``rows_per_file`` rows
-    go out as one file.
+    go out as one file. See the module's doc for when the batch is looked up.
     """
+    key = (app_id, target.ref)
+    with _newest_lock:
+        newest = _newest.get(key)
+        _newest[key] = batch_id if newest is None else max(newest, batch_id)
+    looked_up = newest is None or batch_id <= newest
+    if looked_up:
+        written = newest_written(df.sparkSession, target, app_id)
+        if written is not None:
+            with _newest_lock:
+                _newest[key] = max(_newest[key], written)
+            if written >= batch_id:  # batches run in order: a newer one written means this one was
+                log.info("append_skipped", table=target.ref, app_id=app_id, batch_id=batch_id, newest=written)
+                return False
     if rows is not None and rows <= rows_per_file:
         df = df.coalesce(1)
-    writer = (
-        df.write.format("delta")
-        .mode("append")
-        .option("txnAppId", app_id)
-        .option("txnVersion", str(batch_id))
-    )
+    writer = df.write.format("delta").mode("append").option("userMetadata", batch_marker(app_id, batch_id))
+    if looked_up:
+        writer = writer.option("txnAppId", app_id).option("txnVersion", str(batch_id))
     if target.is_path:
         writer.save(target.ref)
     else:
         writer.saveAsTable(target.ref)
+    return True
+
+
+def batch_marker(app_id: str, batch_id: int) -> str:
+    """What an append records in its commit's ``userMetadata``: ``{"gatewatch_app_id": ..., "batch_id": ...}``."""
+    return json.dumps({"gatewatch_app_id": app_id, "batch_id": batch_id}, separators=(",", ":"))
+
+
+def read_marker(text: str | None) -> tuple[str, int] | None:
+    """The (app id, batch id) of a ``batch_marker``, or None for any other ``userMetadata``."""
+    if not text or not text.startswith('{"gatewatch_app_id"'):
+        return None
+    try:
+        found = json.loads(text)
+        return str(found["gatewatch_app_id"]), int(found["batch_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+HISTORY_PAGES = (100, 1_000, 10_000, None)
+"""Commits read when looking up an app's newest batch, page after page (None: the whole history)."""
+CLOCK_SKEW_S = 300
+"""How much earlier than an app id's creation time its commits are still looked for."""
+
+
+def newest_written(spark: SparkSession, target: Table, app_id: str) -> int | None:
+    """The newest batch id ``app_id`` appended to ``target`` (from the commits' markers), or None.
+
+    The history is read newest first, page after page, up to the app's
+    newest marker; for an app id that carries its creation time
+    (``new_app_id``), no further back than that time.
+    """
+    from pyspark.sql import functions as F
+
+    started = app_started_us(app_id)
+    floor = None if started is None else started - CLOCK_SKEW_S * 1_000_000
+    for limit in HISTORY_PAGES:
+        rows = (delta_sql.history(spark, target.sql_name, limit)
+                .select(F.unix_micros("timestamp").alias("us"), "userMetadata").collect())
+        for us, text in rows:  # newest first
+            found = read_marker(text)
+            if found is not None and found[0] == app_id:
+                return found[1]
+            if floor is not None and us < floor:
+                return None
+        if limit is None or len(rows) < limit:
+            return None
+    return None
+
+
+def new_app_id(purpose: str) -> str:
+    """A new app id: ``gatewatch-<purpose>-<creation time, ms since the epoch>-<uuid>``."""
+    return f"gatewatch-{purpose}-{time.time_ns() // 1_000_000}-{uuid.uuid4()}"
+
+
+def app_started_us(app_id: str) -> int | None:
+    """The creation time (microseconds since the epoch) a ``new_app_id`` carries; None for an id without one."""
+    found = re.match(r"^gatewatch-[\w-]*?-(\d{13})-[0-9a-f-]{36}$", app_id)
+    return None if found is None else int(found.group(1)) * 1000
 
 
 def checkpoint_app_id(checkpoint: str, purpose: str = "sink") -> str:
@@ -176,7 +267,7 @@ def checkpoint_app_id(checkpoint: str, purpose: str = "sink") -> str:
     if marker.exists():
         return marker.read_text().strip()
     folder.mkdir(parents=True, exist_ok=True)
-    app_id = f"gatewatch-{purpose}-{uuid.uuid4()}"
+    app_id = new_app_id(purpose)
     marker.write_text(app_id + "\n")
     return app_id
 

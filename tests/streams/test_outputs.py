@@ -38,3 +38,94 @@ def test_a_requests_table_of_an_earlier_version_gains_the_new_columns_and_proper
     assert requests.columns == REQUESTS.fieldNames()
     assert [r[0] for r in requests.select("databricks_request_id").collect()] == ["kept"]
     assert _properties(spark, tables["requests"])["delta.autoOptimize.autoCompact"] == "true"
+
+
+def _commits(path) -> list[dict]:
+    """Each commit of the table at ``path``: its actions by kind (``commitInfo``, ``txn``, ``add``, ...)."""
+    import json
+
+    commits = []
+    for f in sorted((path / "_delta_log").glob("*.json")):
+        actions: dict = {}
+        for line in f.read_text().splitlines():
+            (kind, body), = json.loads(line).items()
+            actions.setdefault(kind, []).append(body)
+        commits.append(actions)
+    return commits
+
+
+def _appended(spark, path) -> list[int]:
+    return sorted(r[0] for r in spark.read.format("delta").load(str(path)).collect())
+
+
+def test_an_append_is_written_once_per_batch_and_only_a_batch_that_may_repeat_is_looked_up(spark, tmp_path, monkeypatch):
+    """Batches 0..3 land once each; a batch re-run in the process, or after a restart, is skipped.
+
+    Every commit records (app id, batch id) in ``userMetadata``; only the
+    first append of the process and re-runs carry Delta's ``txn`` (their
+    lookup), later new batches are appended without one.
+    """
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    path = tmp_path / "t"
+    target = out.Table(ref=str(path), is_path=True)
+    out.ensure_table(spark, target, StructType([StructField("batch", LongType())]))
+    app = out.new_app_id("sink")
+    monkeypatch.setattr(out, "_newest", {})
+
+    def batch(b: int):
+        return spark.range(1).selectExpr(f"CAST({b} AS BIGINT) AS batch")
+
+    assert [out.append(batch(b), target, app, b) for b in range(4)] == [True] * 4
+    assert out.append(batch(3), target, app, 3) is False  # re-run in this process
+    monkeypatch.setattr(out, "_newest", {})  # a new process: its first batch may be a re-run
+    assert out.append(batch(2), target, app, 2) is False  # a restored older checkpoint: newer batches written
+    assert out.append(batch(3), target, app, 3) is False
+    assert out.append(batch(4), target, app, 4) is True
+    assert _appended(spark, path) == [0, 1, 2, 3, 4]
+
+    appends = [c for c in _commits(path) if "add" in c]
+    markers = [out.read_marker(c["commitInfo"][0].get("userMetadata")) for c in appends]
+    assert markers == [(app, b) for b in range(5)]
+    assert [bool(c.get("txn")) for c in appends] == [True, False, False, False, False]
+
+
+def test_a_batch_written_by_delta_txn_alone_is_skipped_by_the_first_lookup(spark, tmp_path, monkeypatch):
+    """A table written by an earlier release (``txnAppId``/``txnVersion``, no marker): its re-run batch lands once."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    path = tmp_path / "t"
+    target = out.Table(ref=str(path), is_path=True)
+    out.ensure_table(spark, target, StructType([StructField("batch", LongType())]))
+    app = "gatewatch-sink-8e050cc3-6600-475b-924b-5e0e60646f47"  # an id of an earlier release
+    rows = spark.range(1).selectExpr("CAST(7 AS BIGINT) AS batch")
+    rows.write.format("delta").mode("append").option("txnAppId", app).option("txnVersion", "7").save(str(path))
+    monkeypatch.setattr(out, "_newest", {})
+    out.append(rows, target, app, 7)
+    assert _appended(spark, path) == [7]
+    assert out.append(spark.range(1).selectExpr("CAST(8 AS BIGINT) AS batch"), target, app, 8) is True
+    assert _appended(spark, path) == [7, 8]
+
+
+def test_the_lookup_of_a_new_app_stops_at_its_creation_time(spark, tmp_path, monkeypatch):
+    """An app id carries its creation time: its first lookup reads no commit made before it, page after page."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    path = tmp_path / "t"
+    target = out.Table(ref=str(path), is_path=True)
+    out.ensure_table(spark, target, StructType([StructField("batch", LongType())]))
+    old = "gatewatch-sink-1600000000000-005efb86-e987-45af-8044-a7f0b37275af"
+    assert out.app_started_us(old) == 1_600_000_000_000_000
+    assert out.app_started_us("gatewatch-sink-8e050cc3-6600-475b-924b-5e0e60646f47") is None
+    for b in range(3):
+        out.append(spark.range(1).selectExpr(f"CAST({b} AS BIGINT) AS batch"), target, "other-app", b)
+    pages = []
+    real = out.delta_sql.history
+    monkeypatch.setattr(out, "HISTORY_PAGES", (1, 2, None))
+    monkeypatch.setattr(out.delta_sql, "history", lambda s, n, limit: pages.append(limit) or real(s, n, limit))
+    assert out.newest_written(spark, target, out.new_app_id("sink")) is None
+    assert pages == [1, 2, None]  # every commit is younger than the skew allowance: read to the end
+    pages.clear()
+    monkeypatch.setattr(out, "CLOCK_SKEW_S", -3600)  # as if the app were created an hour from now
+    assert out.newest_written(spark, target, out.new_app_id("sink")) is None
+    assert pages == [1]
