@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +33,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from gatewatch.streams import outputs as out
-from gatewatch.streams.spark import thread_target
+from gatewatch.streams.spark import in_parallel
 from gatewatch.transforms import staging as S
 from gatewatch.transforms.events import is_flagged, safety_events, token_events
 from gatewatch.schemas import FAILED_EXPECTATION
@@ -344,15 +343,7 @@ def _append_all(ctx: BatchContext, frames: Mapping[str, DataFrame], appends: lis
     """
     todo = [functools.partial(_append, frames, role, table, ctx.app_id, batch_id, rows)
             for role, table, rows in appends if rows]
-    todo += extra
-    if len(todo) <= 1:
-        for write in todo:
-            write()
-        return
-    with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="gatewatch-append") as pool:
-        futures = [pool.submit(thread_target(frames.session, write)) for write in todo]
-        for future in futures:
-            future.result()
+    in_parallel(frames.session, *todo, *extra, name="gatewatch-append")
 
 
 def _append(frames: Mapping[str, DataFrame], role: str, table: out.Table, app_id: str, batch_id: int,

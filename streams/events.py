@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +22,12 @@ import structlog
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
-from pyspark.util import inheritable_thread_target
 
 from gatewatch.schemas import SAFETY_EVENTS, TOKEN_EVENTS
 from gatewatch.settings import Settings
 from gatewatch.streams import outputs as out
 from gatewatch.streams.source import has_offsets
+from gatewatch.streams.spark import in_parallel
 from gatewatch.transforms.events import safety_events, token_events
 
 log = structlog.get_logger("gatewatch.events")
@@ -88,7 +86,7 @@ def handle_events_batch(ctx: EventsContext, batch: DataFrame, batch_id: int) -> 
         _merge(ctx.safety_events, safety.dropDuplicates(["databricks_request_id", "stage", "category"]),
                ("databricks_request_id", "stage", "category"))
     elif counts.get("insert"):
-        _in_parallel(
+        in_parallel(
             spark,
             functools.partial(out.append, tokens, ctx.token_events, ctx.app_id, batch_id, counts["insert"],
                               EVENT_ROWS_PER_FILE),
@@ -100,14 +98,6 @@ def handle_events_batch(ctx: EventsContext, batch: DataFrame, batch_id: int) -> 
                "write_s": round(time.monotonic() - counted, 3)}
     log.info("events_batch", **metrics)
     return metrics
-
-
-def _in_parallel(spark: SparkSession, *writes: Callable[[], None]) -> None:
-    """Run the writes in threads of their own (each one's Delta commit overlaps the others'); the first failure is raised."""
-    with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="gatewatch-events") as pool:
-        futures = [pool.submit(inheritable_thread_target(spark)(write)) for write in writes]
-        for future in futures:
-            future.result()
 
 
 def _merge(table: out.Table, rows: DataFrame, keys: tuple[str, ...]) -> None:

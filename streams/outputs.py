@@ -24,6 +24,7 @@ Spark and over Spark Connect.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import structlog
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
 
 from gatewatch.settings import OutputSettings, Settings
 from gatewatch.streams import delta_sql
@@ -116,7 +117,7 @@ def ensure_table(spark: SparkSession, target: Table, schema: StructType,
     present = {f.name.lower() for f in target.read(spark).schema.fields}
     missing_columns = [f for f in schema.fields if f.name.lower() not in present]
     if missing_columns:  # a table created by an earlier version: new columns are added, null for its rows
-        columns = ", ".join(delta_sql.column_ddl(f.__class__(f.name, f.dataType, True, f.metadata))
+        columns = ", ".join(delta_sql.column_ddl(StructField(f.name, f.dataType, True, f.metadata))
                             for f in missing_columns)
         spark.sql(f"ALTER TABLE {target.sql_name} ADD COLUMNS ({columns})")
     if properties:
@@ -142,19 +143,10 @@ def ensure_tables(spark: SparkSession, tables: Sequence[tuple[Table, StructType,
     Each creation is a Delta commit of its own: run together, their fixed
     costs overlap. The first failure is raised once all have finished.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from gatewatch.streams.spark import in_parallel
 
-    from pyspark.util import inheritable_thread_target
-
-    if len(tables) < 2:
-        for target, schema, properties in tables:
-            ensure_table(spark, target, schema, properties)
-        return
-    with ThreadPoolExecutor(max_workers=len(tables), thread_name_prefix="gatewatch-tables") as pool:
-        futures = [pool.submit(inheritable_thread_target(spark)(ensure_table), spark, target, schema, properties)
-                   for target, schema, properties in tables]
-        for future in futures:
-            future.result()
+    in_parallel(spark, *(functools.partial(ensure_table, spark, target, schema, properties)
+                         for target, schema, properties in tables), name="gatewatch-tables")
 
 
 ROWS_PER_FILE = 200_000

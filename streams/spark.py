@@ -129,6 +129,24 @@ def thread_target(spark: Any, fn: Callable[[], Any]) -> Callable[[], Any]:
     return inheritable_thread_target(spark)(fn)
 
 
+def in_parallel(spark: Any, *calls: Callable[[], Any], name: str = "gatewatch") -> None:
+    """Run ``calls`` in threads of their own with ``spark``'s thread state (one call runs here); the first failure is raised once all finished.
+
+    Delta commits to different tables run this way overlap their fixed
+    costs (planning, the write job, the commit and its hooks).
+    """
+    if len(calls) <= 1:
+        for call in calls:
+            call()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix=name) as pool:
+        futures = [pool.submit(thread_target(spark, call)) for call in calls]
+        for future in futures:
+            future.result()
+
+
 def remote_url(settings: SparkSettings) -> str | None:
     """The Spark Connect server to use: ``spark.remote``, else ``SPARK_REMOTE``, else None (local Spark)."""
     return settings.remote or os.environ.get("SPARK_REMOTE") or None
@@ -187,6 +205,16 @@ def apply_conf(spark: Any, conf: dict[str, str], settings: SparkSettings) -> Any
     return spark
 
 
+LOCAL_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.databricks.delta.snapshotPartitions": "2",  # a Delta log replay of a small table: 2 tasks, not 50
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+}
+"""What every local session and local Spark Connect server gets: Delta's SQL extension and catalog, UTC, no console bars."""
+
+
 def build_spark(settings: SparkSettings | None = None, app_name: str = "gatewatch"):
     """Return the SparkSession to run on.
 
@@ -218,19 +246,14 @@ def build_spark(settings: SparkSettings | None = None, app_name: str = "gatewatc
         SparkSession.builder.master(settings.master)
         .appName(app_name)
         .config("spark.jars", ",".join(jars))
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.default.parallelism", str(settings.shuffle_partitions))
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.enabled", str(settings.ui).lower())
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
-        .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.adaptive.enabled", "true")
     )
-    for key, value in settings.conf.items():
+    for key, value in {**LOCAL_CONF, **settings.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -260,14 +283,10 @@ def connect_server_command(port: int, *, host: str = "127.0.0.1", master: str = 
     settings = {
         "spark.connect.grpc.binding.address": host,
         "spark.connect.grpc.binding.port": str(port),
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        **LOCAL_CONF,
         "spark.driver.memory": driver_memory,
         "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "4",
-        "spark.databricks.delta.snapshotPartitions": "2",
         "spark.pyspark.python": sys.executable,
         # a busy machine may take longer than the default 15 s to start the Python process of a foreachBatch
         "spark.python.authenticate.socketTimeout": "120s",
