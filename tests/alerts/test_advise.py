@@ -33,6 +33,7 @@ from gatewatch.schemas import CANONICAL_INPUT
 from gatewatch.settings import AlertSettings, OutputSettings, Settings
 from gatewatch.streams.batch import BatchContext, handle_batch
 from gatewatch.streams.outputs import prepare_outputs
+from tests.receivers import serving
 
 T = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 TOKEN = "dapi-loopback-test"
@@ -105,15 +106,9 @@ def api() -> Iterator[ServingApi]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.host = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
+        state.host = f"http://127.0.0.1:{server.server_address[1]}"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _request(rid: str, entity: str, at: datetime) -> dict[str, Any]:

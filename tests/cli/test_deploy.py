@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +19,7 @@ from gatewatch.cli.main import job_main, main
 from gatewatch.streams.config import load_settings
 from gatewatch.cli.deploy import build_job, deploy
 from gatewatch.settings import Settings
+from tests.receivers import serving
 
 WHEEL = "/Volumes/main/gatewatch/wheels/gatewatch-0.1.0-py3-none-any.whl"
 
@@ -243,14 +243,8 @@ def workspace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple
     for name in [n for n in os.environ if n.startswith(("DATABRICKS_", "ARM_"))]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path))
-    server = _JobsServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(_JobsServer()) as server:
         yield server, WorkspaceClient(host=f"http://127.0.0.1:{server.server_port}", token="x")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class TestIdempotency:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +23,7 @@ from gatewatch.cli.main import main
 from gatewatch.views import queries
 from gatewatch.views.dashboard import dataset_texts, plan
 from tests.views.helpers import build_outputs
+from tests.receivers import serving
 
 
 @pytest.fixture(scope="module")
@@ -237,16 +237,10 @@ def workspace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[_Work
     for name in [n for n in os.environ if n.startswith(("DATABRICKS_", "ARM_", "GOOGLE_"))]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path))
-    server = _Workspace()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("DATABRICKS_HOST", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("DATABRICKS_TOKEN", "x")
-    try:
+    with serving(_Workspace()) as server:
+        monkeypatch.setenv("DATABRICKS_HOST", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("DATABRICKS_TOKEN", "x")
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 CONFIG = """\

@@ -27,6 +27,7 @@ import requests
 from gatewatch.alerts.sinks import build_sink
 from gatewatch.alerts.sinks.config import AlertmanagerSinkSettings
 from gatewatch.alerts.sinks.model import Alert, parse_iso
+from tests.receivers import serving
 
 CANDIDATES = ("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
 
@@ -107,17 +108,9 @@ def notifications() -> Iterator[Notifications]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence access logs
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    store.url = f"http://127.0.0.1:{server.server_address[1]}/notify"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
+        store.url = f"http://127.0.0.1:{server.server_address[1]}/notify"
         yield store
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 CONFIG = """\
