@@ -4,13 +4,14 @@ One ``Alerting`` per job, shared by the queries of all its sources (a lock
 serialises them). It is a batch stage (``streams.batch``):
 
 1. **Before the batch's writes** (``before_writes``) it moves the event-time
-   clock to the latest ``request_time`` of the batch, adds the batch's rows
-   to each rule's running counts per group and window (``alert_decision``
-   cells), decides the fire/resolve transitions against the firing alerts
-   and, when nothing older waits in the outbox, sends them at once. The
-   counts come from the batch's own rows, so an alert does not wait for the
+   clock to the latest ``request_time`` of the batch. **Alongside the
+   writes** (the ticket's first write) it adds the batch's rows to each
+   rule's running counts per group and window (``alert_decision`` cells),
+   decides the fire/resolve transitions against the firing alerts and,
+   when nothing older waits in the outbox, sends them at once. The counts
+   come from the batch's own rows, so an alert does not wait for the
    batch's writes nor re-read the tables.
-2. **Alongside the writes** (the ticket's ``writes``) it records the
+2. **Then, still alongside the writes**, it records the
    transitions: appended to the outbox, one row per sink, with how the send
    went (``delivered``, ``failed`` when the sink said the request can never
    succeed, or ``pending`` for a later pass), or appended ``pending`` and
@@ -239,6 +240,14 @@ class Alerting:
         found = [t for t in found if t is not None]
         return max(found) if found else None
 
+    def _reload_if_due(self) -> None:
+        """After a failed batch: the alert state and the last sends again from the tables (under ``lock``)."""
+        if self.reload:
+            self.state.flush()
+            self.firing = load_state(self.spark, self.tables)
+            self.courier.load_last_sent(self.spark, self.firing)
+            self.reload = False
+
     # ------------------------------------------------------------------ outside the batches (Spark Connect)
 
     def poke(self) -> None:
@@ -256,11 +265,7 @@ class Alerting:
         """
         started = time.monotonic()
         with self.lock:
-            if self.reload:
-                self.state.flush()
-                self.firing = load_state(self.spark, self.tables)
-                self.courier.load_last_sent(self.spark, self.firing)
-                self.reload = False
+            self._reload_if_due()
             latest = self._load_clock()
             if latest is not None and (self.max_us is None or latest > self.max_us):
                 self.max_us = latest
@@ -296,40 +301,56 @@ class Alerting:
 
     def before_writes(self, ctx: BatchContext, parsed: DataFrame, batch_id: int, metrics: dict[str, Any], *,
                       replaces_rows: bool, frames: Mapping[str, DataFrame]) -> Ticket | None:
-        """Evaluate the rules with the batch's rows added and send the transitions, before the batch's writes.
+        """Move the clock and plan the batch's evaluation: its ticket's first write counts, decides and sends.
 
         ``frames`` are the batch's output frames by role. Returns the batch's
-        ticket: its bookkeeping (``ticket.writes``) runs alongside the batch's
-        writes. When the running counts cannot be
-        trusted (first batch, after a failure, a batch replacing rows, a
-        recount due) the evaluation waits for the writes (``after_writes``).
+        ticket: its ``writes`` (the evaluation with the batch's rows added,
+        then the recording of what it sent) run alongside the batch's output
+        writes. When the running counts cannot be trusted (first batch,
+        after a failure, a batch replacing rows, a recount due) the
+        evaluation waits for the writes (``after_writes``).
         """
         if not metrics.get("rows"):  # nothing new: neither the windows nor the clock changed
             metrics["alerts"] = {"fired": 0, "resolved": 0, "firing": len(self.firing)}
             return None
-        started = time.monotonic()
         latest = metrics.get("event_time")
         batch_max = None if latest is None else A.micros(parse_iso(latest))
         with self.lock:
-            if self.reload:
-                self.state.flush()
-                self.firing = load_state(self.spark, self.tables)
-                self.courier.load_last_sent(self.spark, self.firing)
-                self.reload = False
+            self._reload_if_due()
             if batch_max is not None and (self.max_us is None or batch_max > self.max_us):
                 self.max_us = batch_max
             ticket = Ticket(ctx.app_id, batch_id, ctx.clock(), self.generation)
             if self.cells is None or replaces_rows or self._recount_due() or self.max_us is None:
                 return ticket
+            ticket.evaluated = True
+        ticket.writes.append(functools.partial(self._evaluate_batch, ticket, parsed.sparkSession, frames,
+                                               metrics["rows"]))
+        return ticket
+
+    def _evaluate_batch(self, ticket: Ticket, spark: SparkSession, frames: Mapping[str, DataFrame],
+                        rows: int) -> None:
+        """Add a batch's rows to the running counts, decide and send; then record, as the ticket's first write.
+
+        Runs alongside the batch's output writes: the alert waits for its
+        rows' count, not for their commit.
+        """
+        started = time.monotonic()
+        with self.lock:
+            if self.cells is None or self.generation != ticket.generation:
+                # another query's batch failed, or recounted from tables this batch may have written to by now:
+                # this batch recounts after its writes
+                ticket.evaluated = False
+                return
             max_time = A.from_micros(self.max_us)
-            more = self.count(parsed.sparkSession, frames, max_time, tables=False, rows=metrics["rows"])
+            more = self.count(spark, frames, max_time, tables=False, rows=rows)
             self.cells = {name: D.prune(rule, D.add_cells(self.cells.get(name, {}), more[name]), max_time)
                           for name, rule in self.rules.items()}
-            ticket.evaluated = True
             ticket.timings["evaluate_s"] = round(time.monotonic() - started, 3)
-            self._announce(ticket, self._decide(self.cells, ticket.now, max_time), parsed.sparkSession)
+            recording = len(ticket.writes)
+            self._announce(ticket, self._decide(self.cells, ticket.now, max_time), spark)
             ticket.timings["send_s"] = round(time.monotonic() - started - ticket.timings["evaluate_s"], 3)
-        return ticket
+        for write in ticket.writes[recording:]:
+            write()
 
     def after_writes(self, ctx: BatchContext, parsed: DataFrame, batch_id: int, metrics: dict[str, Any],
                      ticket: Ticket | None) -> None:
@@ -338,6 +359,7 @@ class Alerting:
             return
         if not ticket.evaluated:
             started = time.monotonic()
+            recording = len(ticket.writes)  # the writes its evaluation adds (not an evaluation that stood down)
             with self.lock:
                 self._recount()
                 ticket.timings["evaluate_s"] = round(time.monotonic() - started, 3)
@@ -345,7 +367,7 @@ class Alerting:
                     self._announce(ticket, self._decide(self.cells, ticket.now, A.from_micros(self.max_us)),
                                    parsed.sparkSession)
                 ticket.timings["send_s"] = round(time.monotonic() - started - ticket.timings["evaluate_s"], 3)
-            for write in ticket.writes:
+            for write in ticket.writes[recording:]:
                 write()
         elif self.generation != ticket.generation:
             with self.lock:  # another query recounted while this batch wrote: its rows may be in both
