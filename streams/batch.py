@@ -6,9 +6,10 @@ id), so a batch replayed after a crash writes nothing twice.
 
 A batch runs in four steps: parse (the change feed is read once and the
 parsed rows are kept; one small collect gives the batch's figures), the
-stages' ``before_writes`` (alerting evaluates and sends here), the writes
-(requests, and quarantine when it has rows, with each stage's ticket
-``writes``, in parallel), the stages' ``after_writes`` and then the hooks. A
+stages' ``before_writes`` (alerting moves its clock and plans its
+evaluation), the writes (requests, and quarantine when it has rows, with
+each stage's ticket ``writes``, the alerting's evaluation and sends among
+them, in parallel), the stages' ``after_writes`` and then the hooks. A
 stage's ``abort`` runs when the batch fails after its ``before_writes``.
 The token-usage and safety events are not written here: their own query
 derives them from requests on a cadence (``streams.events``).
