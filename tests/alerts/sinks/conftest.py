@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from gatewatch.alerts.sinks.model import Alert
+from tests.receivers import serving
 
 SINK_FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sinks"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -186,18 +187,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 def receiver() -> Iterator[Receiver]:
     """A started loopback receiver on 127.0.0.1 and a free port; stopped after the test."""
     rec = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(rec))
-    server.daemon_threads = True
-    rec.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="sink-receiver",
-                              daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _handler(rec))) as server:
+        rec.port = server.server_address[1]
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture()
