@@ -370,14 +370,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gatewatch.streams.logs import configure
 
     configure(getattr(args, "log_format", "auto"))
+    running = _local_spark()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except GatewatchError as err:
+        _stop_spark_started_since(running)
         print(f"gatewatch: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
+        _stop_spark_started_since(running)
         print("gatewatch: interrupted", file=sys.stderr)
         return 130
+    _stop_spark_started_since(running)
+    return code
+
+
+def _local_spark() -> object | None:
+    """The classic Spark running in this process, if any (never a Spark Connect session: no JVM here)."""
+    if "pyspark" not in sys.modules:  # a command that needs no Spark never imports it
+        return None
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context
+
+
+def _stop_spark_started_since(running: object | None) -> None:
+    """Stop the local Spark the command started, so the JVM's last words come before the command's last line.
+
+    Left running, the JVM goes down with the Python process, and a listener
+    call still on its way back into Python prints a Java stack trace after
+    the command's result or its one-line error. A session that was running
+    before the command (a Databricks cluster's, a caller's) is not the
+    command's to stop.
+    """
+    started = _local_spark()
+    if started is None or started is running:
+        return
+    try:
+        started.stop()
+    except Exception:  # noqa: BLE001 - on the way out: nothing left to tell the user
+        pass
 
 
 def job_main() -> None:
