@@ -27,7 +27,7 @@ from gatewatch.schemas import SAFETY_EVENTS, TOKEN_EVENTS
 from gatewatch.settings import Settings
 from gatewatch.streams import outputs as out
 from gatewatch.streams.source import has_offsets
-from gatewatch.streams.spark import in_parallel
+from gatewatch.streams.spark import in_parallel, start_writer
 from gatewatch.transforms.events import safety_events, token_events
 
 log = structlog.get_logger("gatewatch.events")
@@ -144,6 +144,6 @@ def start_events_query(spark: SparkSession, settings: Settings, tables: dict[str
         writer = writer.trigger(availableNow=True)
     else:
         writer = writer.trigger(processingTime=settings.output.events_interval)
-    query = writer.start()
+    query = start_writer(writer, QUERY)
     log.info("events_query_started", checkpoint=where, interval=None if available_now else settings.output.events_interval)
     return query

@@ -47,7 +47,7 @@ from gatewatch.streams.events import start_events_query, starting_version
 from gatewatch.streams.recovery import damaged_file, replaced_source, resume_version
 from gatewatch.alerts.sinks.base import Sink
 from gatewatch.streams.source import QueryGroup, SourceTable, check_source, has_offsets, query_groups, read_change_feeds
-from gatewatch.streams.spark import is_connect
+from gatewatch.streams.spark import is_connect, start_writer
 
 log = structlog.get_logger("gatewatch.job")
 
@@ -170,7 +170,7 @@ def start_query(
     else:
         writer = writer.trigger(processingTime=settings.trigger.interval)
     try:
-        query = writer.start()
+        query = start_writer(writer, group.name)
     except Exception as err:  # noqa: BLE001 - translated into a named error
         raise explain(err, _label(group), group.checkpoint, group.indexes[0]) from None
     for table in group.tables:

@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from gatewatch.errors import (
     ConfigError,
     ConnectUnreachableError,
@@ -33,6 +35,8 @@ from gatewatch.errors import (
     JavaNotFoundError,
 )
 from gatewatch.settings import SparkSettings
+
+log = structlog.get_logger("gatewatch.spark")
 
 SCALA_VERSION = "2.13"
 
@@ -145,6 +149,31 @@ def in_parallel(spark: Any, *calls: Callable[[], Any], name: str = "gatewatch") 
         futures = [pool.submit(thread_target(spark, call)) for call in calls]
         for future in futures:
             future.result()
+
+
+WORKER_SLOW_TO_START = "Timed out while waiting for the Python worker to connect back"
+"""How a Spark Connect server says the Python process of a ``foreachBatch`` did not start within its fixed 10 s."""
+
+START_ATTEMPTS = 3
+
+
+def start_writer(writer: Any, name: str) -> Any:
+    """``writer.start()``, tried again when the server's Python worker was slow to start.
+
+    Over Spark Connect the server starts one Python process per
+    ``foreachBatch`` query and waits a fixed 10 s for it to connect back; a
+    busy server misses that and refuses the start, with nothing started or
+    written to the checkpoint, so the start is simply tried again.
+    """
+    attempt = 1
+    while True:
+        try:
+            return writer.start()
+        except Exception as err:
+            if WORKER_SLOW_TO_START not in str(err) or attempt == START_ATTEMPTS:
+                raise
+            log.warning("python_worker_slow_to_start", query=name, attempt=attempt, of=START_ATTEMPTS)
+            attempt += 1
 
 
 def remote_url(settings: SparkSettings) -> str | None:
