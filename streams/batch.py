@@ -41,6 +41,7 @@ from gatewatch.schemas import FAILED_EXPECTATION
 from gatewatch.transforms.pipeline import (
     PROCESSED_CHANGE_TYPES,
     latest_per_request,
+    payloads_only_set_aside,
     parse_inference_rows,
     quarantine_view,
     requests_view,
@@ -232,7 +233,7 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
     now = ctx.clock()
     timings: dict[str, float] = {}
     # The change feed is read once: every row is parsed and kept for the counts and the writes.
-    parsed = materialize(process_all(fewer_tasks(batch), ctx.contract))
+    parsed = materialize(process_all(fewer_tasks(batch), ctx.contract).transform(payloads_only_set_aside))
     try:
         grouped = parsed.groupBy("source_table", "_change_type", "outcome", "quarantine_reason").agg(
             F.count("*").alias("n"), *_event_counts()

@@ -56,7 +56,7 @@ def test_a_replayed_batch_writes_nothing_twice(spark, tmp_path):
 
     table, out = tmp_path / "chat", tmp_path / "out"
     traffic.create_inference_table(spark, str(table))
-    ids = commit(spark, table, traffic.generate(30, seed=111))
+    ids = commit(spark, table, traffic.generate(30, seed=111, malformed_rate=0.4))
     settings = settings_for(table, out, tmp_path / "ckpt")
     job = Job(spark, settings)  # checks the source, creates the outputs
     source = job.sources[0]
@@ -71,6 +71,13 @@ def test_a_replayed_batch_writes_nothing_twice(spark, tmp_path):
     handle_batch(ctx, batch, 0)
     handle_batch(ctx, batch, 0)
     assert_each_once(spark, out, ids)
+    # the batch keeps payloads only on rows set aside: the quarantine's are the source's, byte for byte
+    raw = ["databricks_request_id", "request", "response"]
+    kept = spark.read.format("delta").load(str(out / "quarantine")).select(*raw, "reason").collect()
+    source = {r[0]: tuple(r) for r in spark.read.format("delta").load(str(table)).select(*raw).collect()}
+    assert "expectation_failed" in {r["reason"] for r in kept}, "a row parsed with an outcome, then set aside"
+    assert all(r["response"] for r in kept if r["reason"] == "expectation_failed")
+    assert all(tuple(r)[:3] == source[r[0]] for r in kept)
 
 
 def _run_cli(table: Path, out: Path, ckpt: Path, *extra: str) -> subprocess.Popen:
