@@ -7,7 +7,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_the_demo_lands_every_row_once_and_fires_then_resolves_its_alert(tmp_path):
     """Every inserted row is in requests or quarantine once; the guardrail spike's alerts fire once and resolve."""
     proc = subprocess.run(

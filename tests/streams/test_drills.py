@@ -19,6 +19,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from gatewatch.traffic import generate as traffic
 from gatewatch.streams.config import load_settings
 from gatewatch.streams.job import Job
@@ -108,6 +110,7 @@ def test_a_column_added_to_the_source_restarts_the_query_and_nothing_is_lost(spa
     assert (chat["state"], chat["restarts"]) == ("stopped", 1)
 
 
+@pytest.mark.slow
 def test_a_recreated_source_is_one_line_naming_it_and_its_fix_works(spark, tmp_path):
     """A source dropped and recreated at the same path stops the run with one line; the fix it names resumes."""
     table, out, ckpt = tmp_path / "chat", tmp_path / "out", tmp_path / "ckpt"
@@ -134,6 +137,7 @@ def test_a_recreated_source_is_one_line_naming_it_and_its_fix_works(spark, tmp_p
     assert_each_once(spark, out, ids)
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_one_line_with_where_to_resume(spark, tmp_path):
     """A cut offsets file (the process died writing it) stops the run with one line; its resume version is exact."""
     table, out, ckpt = tmp_path / "chat", tmp_path / "out", tmp_path / "ckpt"

@@ -110,6 +110,7 @@ def _batch_events(proc: subprocess.Popen, count: int, timeout_s: float = 300) ->
     pytest.fail(f"the run logged {len(events)} batches before ending or timing out")
 
 
+@pytest.mark.slow
 def test_kill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, tmp_path):
     table, out, ckpt = tmp_path / "chat", tmp_path / "out", tmp_path / "ckpt"
     traffic.create_inference_table(spark, str(table))

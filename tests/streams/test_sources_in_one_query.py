@@ -71,6 +71,7 @@ def test_two_sources_share_one_query_and_each_row_lands_once_with_its_source(spa
     assert sum(b["rows"] for b in last) == progress["numInputRows"] > 0, "each source keeps its own rows of the batch"
 
 
+@pytest.mark.slow
 def test_a_source_added_to_the_query_is_refused_with_the_fix_that_then_works(spark, tmp_path):
     """A third source in a query whose checkpoint holds two stops in one line; its own group, as the line says, runs."""
     names = ("chat", "support", "search")
@@ -111,6 +112,7 @@ def test_a_source_with_its_own_checkpoint_is_not_read_again_by_a_new_shared_quer
     assert_each_once(spark, tmp_path / "out", ids)
 
 
+@pytest.mark.slow
 def test_kill_a_query_of_three_sources_mid_stream_then_restart_loses_and_duplicates_nothing(spark, tmp_path):
     """SIGKILL of a job reading three tables in one query, then a restart on its checkpoint: every insert once."""
     names = ("chat", "support", "search")
