@@ -35,19 +35,3 @@ def load_fixture(name: str) -> dict:
     """Read one JSON fixture from tests/fixtures."""
     return json.loads((FIXTURES / name).read_text())
 
-
-FIRST = ("connect", "slow", "alertmanager", "browser")
-"""The markers of the longest lanes, which start first."""
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the longest lanes first, so the two workers of ``make test`` end together.
-
-    pytest-xdist (``--dist loadgroup``) hands tests to whichever worker is
-    free, in this order: a drill of several minutes started last would keep
-    one worker busy after the other ran out of tests.
-    """
-    def rank(item: pytest.Item) -> int:
-        return next((i for i, name in enumerate(FIRST) if item.get_closest_marker(name)), len(FIRST))
-
-    items.sort(key=rank)
