@@ -372,17 +372,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(getattr(args, "log_format", "auto"))
     running = _local_spark()
     try:
-        code = int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        finally:  # before the last line, whatever it is
+            _stop_spark_started_since(running)
     except GatewatchError as err:
-        _stop_spark_started_since(running)
         print(f"gatewatch: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        _stop_spark_started_since(running)
         print("gatewatch: interrupted", file=sys.stderr)
         return 130
-    _stop_spark_started_since(running)
-    return code
 
 
 def _local_spark() -> object | None:
