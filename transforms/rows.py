@@ -1,10 +1,15 @@
 """The parse of every row, run over Arrow batches in Spark's Python workers.
 
-Spark hands each partition to ``mapInArrow`` as Arrow record batches; each
-batch's ``request``/``response`` strings are parsed once with ``orjson``,
-located (``payload``), classified (``outcome``) and parsed by the parser of
-their outcome (``parsers``), and the results come back as typed Arrow
-columns next to the input columns, which pass through untouched.
+An Arrow UDF (``arrow_udf``, Spark 4.1 and later) receives the four columns
+the parse reads as Arrow arrays; their ``request``/``response`` strings are
+parsed once with ``orjson``, located (``payload``), classified
+(``outcome``) and parsed by the parser of their outcome (``parsers``), and
+the results come back as one typed Arrow struct. Spark keeps the other
+columns in the JVM and joins the results back to them row by row, so the
+payloads cross to Python once and nothing crosses back but the parsed
+values (a 100k-row batch parsed in 2.9 s instead of 4.1 s with
+``mapInArrow``, which sends every column both ways: README, "Benchmarks").
+An older Spark gets the same parse through ``mapInArrow``.
 
 Why Python and not Spark's VARIANT functions: the payloads are probed in
 dozens of places, most of them inside arrays (chunks, spans, choices), which
@@ -18,11 +23,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
@@ -128,12 +133,16 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
+def parse_arrays(inputs: Sequence[pa.Array], parsers: Mapping[str, Parser] | None = None) -> list[pa.Array]:
+    """The PARSE_OUTPUT columns, as Arrow arrays, of the ``_INPUT`` columns given as Arrow arrays."""
+    large = pa.types.is_large_string(inputs[0].type)
+    columns = parse_values(*(array.to_pylist() for array in inputs), parsers=parsers)
+    return [pa.array(columns[f.name], type=t) for f, t in zip(PARSE_OUTPUT.fields, _output_types(large))]
+
+
 def parse_batch(batch: pa.RecordBatch, parsers: Mapping[str, Parser] | None = None) -> pa.RecordBatch:
     """One Arrow batch of canonical rows, with the PARSE_OUTPUT columns appended."""
-    large = pa.types.is_large_string(batch.schema.field("request").type)
-    columns = parse_values(*(batch.column(name).to_pylist() for name in _INPUT), parsers=parsers)
-    types = _output_types(large)
-    arrays = [pa.array(columns[f.name], type=t) for f, t in zip(PARSE_OUTPUT.fields, types)]
+    arrays = parse_arrays([batch.column(name) for name in _INPUT], parsers)
     return pa.RecordBatch.from_arrays(
         [*batch.columns, *arrays], names=[*batch.schema.names, *(f.name for f in PARSE_OUTPUT.fields)]
     )
@@ -142,6 +151,37 @@ def parse_batch(batch: pa.RecordBatch, parsers: Mapping[str, Parser] | None = No
 def _parse_batches(parsers: Mapping[str, Parser], batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     for batch in batches:
         yield parse_batch(batch, parsers)
+
+
+def _struct_parser(parsers: Mapping[str, Parser]) -> Callable[..., pa.Array]:
+    """The Arrow UDF's body: the PARSE_OUTPUT columns of the ``_INPUT`` arrays, as one struct array.
+
+    A plain function with type hints: ``arrow_udf`` reads its kind from them.
+    """
+
+    def parse(request: pa.Array, response: pa.Array, status_code: pa.Array, logging_error_codes: pa.Array) -> pa.Array:
+        arrays = parse_arrays([request, response, status_code, logging_error_codes], parsers)
+        return pa.StructArray.from_arrays(arrays, names=list(_OUTPUT_NAMES))
+
+    return parse
+
+
+def arrow_udf_supported(spark: SparkSession) -> bool:
+    """True when both this PySpark and the Spark it talks to run Arrow UDFs (4.1 and later)."""
+    return hasattr(F, "arrow_udf") and _server_version(spark) >= (4, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _server_version(spark: SparkSession) -> tuple[int, int]:
+    """The (major, minor) version of the Spark a session talks to, asked once per session ((0, 0): unknown)."""
+    try:
+        major, minor = (int(part) for part in spark.version.split(".")[:2])
+    except ValueError:
+        return (0, 0)
+    return (major, minor)
+
+
+_PARSED = "_parsed"
 
 
 def with_parsed_rows(version_tag: str, parsers: Mapping[str, Parser]) -> Transform:
@@ -157,7 +197,12 @@ def with_parsed_rows(version_tag: str, parsers: Mapping[str, Parser]) -> Transfo
     """
 
     def apply(df: DataFrame) -> DataFrame:
-        out = df.mapInArrow(functools.partial(_parse_batches, dict(parsers)), StructType([*df.schema.fields, *PARSE_OUTPUT.fields]))
+        if arrow_udf_supported(df.sparkSession):
+            parse = F.arrow_udf(_struct_parser(dict(parsers)), PARSE_OUTPUT)
+            out = df.withColumn(_PARSED, parse(*_INPUT)).select(*df.columns, f"{_PARSED}.*")
+        else:
+            out = df.mapInArrow(functools.partial(_parse_batches, dict(parsers)),
+                                StructType([*df.schema.fields, *PARSE_OUTPUT.fields]))
         return out.withColumn("parser_version", F.coalesce(F.col("parser_version"), F.lit(version_tag)))
 
     return apply

@@ -37,3 +37,36 @@ def test_parse_output_equals_the_golden_rows():
     for i, g in enumerate(golden):
         got = orjson.loads(orjson.dumps({k: out[k][i] for k in names}))
         assert got == g["output"], g["input"]["name"]
+
+
+def _spark_parse(spark, golden: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The golden inputs parsed by ``with_parsed_rows`` in Spark, one dict per row in input order."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
+
+    from gatewatch.transforms.registry import OUTCOME_PARSERS
+    from gatewatch.transforms.rows import PARSE_OUTPUT, with_parsed_rows
+
+    schema = StructType([StructField("i", LongType()), StructField("request", StringType()),
+                         StructField("response", StringType()), StructField("status_code", IntegerType()),
+                         StructField("logging_error_codes", ArrayType(StringType()))])
+    df = spark.createDataFrame([(i, *(g["input"][k] for k in _INPUT)) for i, g in enumerate(golden)], schema)
+    parsed = df.transform(with_parsed_rows("golden", dict(OUTCOME_PARSERS)))
+    assert parsed.columns == [*df.columns, *(f.name for f in PARSE_OUTPUT.fields)]
+    rows = parsed.orderBy(F.col("i")).collect()
+    return [r.asDict(recursive=True) for r in rows]
+
+
+def test_the_arrow_udf_and_map_in_arrow_parses_give_the_same_rows(spark, monkeypatch):
+    """Spark's two ways of running the parse (Arrow UDF; ``mapInArrow`` on Spark before 4.1) agree row for row."""
+    from gatewatch.transforms import rows as R
+
+    golden = _golden()
+    assert R.arrow_udf_supported(spark), "this Spark runs Arrow UDFs: the test compares the two paths"
+    by_udf = _spark_parse(spark, golden)
+    monkeypatch.setattr(R, "arrow_udf_supported", lambda session: False)
+    by_map = _spark_parse(spark, golden)
+    assert len(by_udf) == len(golden)
+    assert by_udf == by_map
+    assert [r["outcome"] for r in by_udf] == [g["output"]["outcome"] for g in golden]
+    assert [r["request"] for r in by_udf] == [g["input"]["request"] for g in golden]
