@@ -27,6 +27,8 @@ from __future__ import annotations
 import functools
 
 import json
+import threading
+from concurrent.futures import Future
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
@@ -256,3 +258,25 @@ def load_contract(settings: Settings) -> Contract | None:
     if not settings.contract.enabled:
         return None
     return compile_suite(load_suite(settings.contract.suite))
+
+
+def load_contract_soon(settings: Settings) -> Callable[[], Contract | None]:
+    """Start reading the suite in a thread of its own; the call returned compiles it (``load_contract``'s answer).
+
+    Reading the suite imports Great Expectations, pure Python that takes
+    seconds on a cold start; the job checks its sources (waiting on Spark)
+    meanwhile. The call raises what ``load_suite`` raised, when it is made;
+    a suite nobody asks for is read and dropped.
+    """
+    if not settings.contract.enabled:
+        return lambda: None
+    found: Future[ExpectationSuite] = Future()
+
+    def read() -> None:
+        try:
+            found.set_result(load_suite(settings.contract.suite))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller by ``result``
+            found.set_exception(err)
+
+    threading.Thread(target=read, name="gatewatch-contract", daemon=True).start()
+    return lambda: compile_suite(found.result())

@@ -39,7 +39,7 @@ from gatewatch.errors import (
 from gatewatch.settings import Settings, SourceSettings
 from gatewatch.streams import outputs as out
 from gatewatch.streams.logs import error_summary
-from gatewatch.quarantine.contract import load_contract
+from gatewatch.quarantine.contract import load_contract_soon
 from gatewatch.streams.parsers import load_parser_modules
 from gatewatch.streams.batch import BatchContext, BatchHook, BatchStage, handle_batch
 from gatewatch.streams.observe import Observer, ProgressListener, latest_commit, source_index
@@ -248,6 +248,7 @@ class Job:
         self.phases: dict[str, float] = {}
         """Seconds each step of the job's start took (logged in ``job_ready``)."""
         clock = _Phases(self.phases)
+        contract = load_contract_soon(settings)  # read while the sources are checked
         with clock("sources_s"):
             self.sources = [check_source(spark, s) for s in settings.sources]
             self.groups = query_groups(self.sources, settings.checkpoint_root)
@@ -257,7 +258,7 @@ class Job:
         self.listener: ProgressListener | None = None
         with clock("contract_s"):
             load_parser_modules(settings)
-            self.contract = load_contract(settings)
+            self.contract = contract()
         with clock("outputs_s"):
             self.tables = out.prepare_outputs(spark, settings)
         self.alerting = None

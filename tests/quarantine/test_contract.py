@@ -94,6 +94,26 @@ class TestLoadSuite:
             load_suite(tmp_path / "bad.json")
 
 
+class TestLoadContractSoon:
+    def test_the_suite_read_in_the_background_compiles_to_the_same_contract(self, spark, tmp_path):
+        """The call ``load_contract_soon`` returns gives the packaged suite's contract; off gives None."""
+        from gatewatch.quarantine.contract import load_contract_soon
+        from gatewatch.settings import ContractSettings, Settings
+
+        contract = load_contract_soon(Settings())()
+        assert contract.ids == tuple(e["id"] for e in SUITE_JSON["expectations"])
+        assert load_contract_soon(Settings(contract=ContractSettings(enabled=False)))() is None
+
+    def test_a_bad_suite_read_in_the_background_raises_its_config_error_when_asked_for(self, tmp_path):
+        """The background read's error reaches the caller, naming the key and the file."""
+        from gatewatch.quarantine.contract import load_contract_soon
+        from gatewatch.settings import ContractSettings, Settings
+
+        soon = load_contract_soon(Settings(contract=ContractSettings(suite=str(tmp_path / "missing.json"))))
+        with pytest.raises(ConfigError, match=r"contract\.suite.*missing\.json"):
+            soon()
+
+
 class TestCompileSuite:
     def test_packaged_suite_compiles(self, spark):
         """Every packaged expectation compiles, in suite order, with the column it reports."""
