@@ -76,6 +76,7 @@ from gatewatch.streams.batch import BatchContext, utc_now
 from gatewatch.alerts.outbox import Courier, OutboxEntry, no_deliveries
 from gatewatch.alerts.state import StateWriter, alert_row, load_state, merge_rows
 from gatewatch.streams.logs import error_summary, quiet_spark_errors
+from gatewatch.streams.spark import in_parallel
 from gatewatch.alerts.sinks import Sink, build_sinks
 from gatewatch.alerts.sinks.config import DeltaSinkSettings
 from gatewatch.alerts.sinks.model import Alert, parse_iso
@@ -209,8 +210,11 @@ class Alerting:
         self.delta_sinks = {s.name for s in settings.sinks if isinstance(s, DeltaSinkSettings)}
         self.extra_tables = _delta_sink_tables(settings, self.tables["alerts"])
         self.lock = threading.RLock()
-        self.firing: dict[str, Alert] = load_state(spark, self.tables)
-        self.max_us: int | None = self._load_clock()
+        found: dict[str, Any] = {}
+        in_parallel(spark, lambda: found.update(firing=load_state(spark, self.tables)),
+                    lambda: found.update(clock=self._load_clock()), name="gatewatch-alerts-load")
+        self.firing: dict[str, Alert] = found["firing"]
+        self.max_us: int | None = found["clock"]
         self.courier = Courier(self.tables, self.sinks, self.targets, clock)
         self.courier.load_last_sent(spark, self.firing)
         self.heavy: dict[str, bool] = {}  # rules aggregated by Spark (see ``count``)
@@ -235,10 +239,8 @@ class Alerting:
 
     def _load_clock(self) -> int | None:
         """The latest ``request_time`` in requests and quarantine, in microseconds."""
-        found = [self.tables[role].read(self.spark).agg(F.max(F.unix_micros("request_time"))).first()[0]
-                 for role in ("requests", "quarantine")]
-        found = [t for t in found if t is not None]
-        return max(found) if found else None
+        times = [self.tables[role].read(self.spark).select("request_time") for role in ("requests", "quarantine")]
+        return times[0].unionByName(times[1]).agg(F.max(F.unix_micros("request_time"))).first()[0]
 
     def _reload_if_due(self) -> None:
         """After a failed batch: the alert state and the last sends again from the tables (under ``lock``)."""
