@@ -84,7 +84,8 @@ class OutputSettings(_Frozen):
     """How often the token-usage and safety event tables catch up with requests (their own query)."""
     auto_compact: bool = True
     """Delta auto compaction on the tables gatewatch creates: small files are merged after a write."""
-    checkpoint_interval: int = Field(10, ge=1)
+    checkpoint_interval: int = Field(100, ge=1)
+    """A Delta checkpoint every this many commits: writing one is a few seconds inside that commit."""
     log_retention: str = "7 days"
     deleted_file_retention: str = "1 day"
     properties: dict[str, str] = Field(default_factory=dict)
