@@ -9,12 +9,25 @@ from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from gatewatch.schemas import SAFETY_EVENTS, TOKEN_EVENTS
+from gatewatch.transforms.staging import built_once
 
 
-def _typed(df: DataFrame, schema) -> DataFrame:
-    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+def _casts(schema: StructType) -> list[Column]:
+    return [F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields]
+
+
+_token_columns = built_once(lambda: (
+    F.col("input_tokens").isNotNull() | F.col("output_tokens").isNotNull() | F.col("total_tokens").isNotNull(),
+    _casts(TOKEN_EVENTS),
+))
+_safety_columns = built_once(lambda: (
+    F.filter(F.col("safety_flags"), is_flagged),  # null flags give null: size -1, no event
+    {name: F.col("_flag")[name] for name in ("stage", "category", "severity", "filtered", "detected")},
+    _casts(SAFETY_EVENTS),
+))
 
 
 def is_flagged(flag: Column) -> Column:
@@ -36,10 +49,8 @@ def token_events(requests: DataFrame) -> DataFrame:
     Returns: the ``TOKEN_EVENTS`` columns, for rows with at least one known
     token count (unknown counts stay null, never guessed).
     """
-    known = (
-        F.col("input_tokens").isNotNull() | F.col("output_tokens").isNotNull() | F.col("total_tokens").isNotNull()
-    )
-    return _typed(requests.where(known), TOKEN_EVENTS)
+    known, columns = _token_columns()
+    return requests.where(known).select(*columns)
 
 
 def safety_events(requests: DataFrame) -> DataFrame:
@@ -55,8 +66,6 @@ def safety_events(requests: DataFrame) -> DataFrame:
     Returns: the ``SAFETY_EVENTS`` columns (``stage``, ``category``,
     ``severity``, ``filtered``, ``detected`` from the flag).
     """
-    flags = F.filter(F.col("safety_flags"), is_flagged)  # null flags give null: size -1, no event
+    flags, fields, columns = _safety_columns()
     exploded = requests.where(F.size(flags) > 0).withColumn("_flag", F.explode(flags))
-    flat = exploded.withColumns({name: F.col("_flag")[name] for name in ("stage", "category", "severity",
-                                                                          "filtered", "detected")})
-    return _typed(flat, SAFETY_EVENTS)
+    return exploded.withColumns(fields).select(*columns)

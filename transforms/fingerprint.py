@@ -13,6 +13,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from gatewatch.transforms import variant as V
+from gatewatch.transforms.staging import built_once
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -37,14 +38,18 @@ def with_shape_fingerprint() -> Transform:
     """
 
     def apply(df: DataFrame) -> DataFrame:
-        shape = F.concat(
-            F.lit("request="),
-            _shape_of(V.parse(F.col("request")), F.col("request"), F.col("_req_invalid")),
-            F.lit(" response="),
-            _shape_of(V.parse(F.col("response")), F.col("response"), F.col("_resp_invalid")),
-        )
-        return df.withColumn("shape", shape).withColumn(
-            "shape_fingerprint", F.substring(F.sha2(F.col("shape"), 256), 1, 16)
-        )
+        shape, fingerprint = _fingerprint_columns()
+        return df.withColumn("shape", shape).withColumn("shape_fingerprint", fingerprint)
 
     return apply
+
+
+_fingerprint_columns = built_once(lambda: (
+    F.concat(
+        F.lit("request="),
+        _shape_of(V.parse(F.col("request")), F.col("request"), F.col("_req_invalid")),
+        F.lit(" response="),
+        _shape_of(V.parse(F.col("response")), F.col("response"), F.col("_resp_invalid")),
+    ),
+    F.substring(F.sha2(F.col("shape"), 256), 1, 16),
+))

@@ -16,6 +16,7 @@ from pyspark.sql.types import ArrayType
 
 from gatewatch.schemas import CANONICAL_INPUT, FAILED_EXPECTATION, QUARANTINE, REQUEST_COLUMNS
 from gatewatch.transforms.fingerprint import with_shape_fingerprint
+from gatewatch.transforms.staging import built_once
 from gatewatch.transforms import parsers as _builtins  # noqa: F401  (importing registers the built-in parsers)
 from gatewatch.transforms.rows import parse_registered
 
@@ -76,13 +77,28 @@ def requests_view() -> Transform:
     """
 
     def apply(df: DataFrame) -> DataFrame:
-        out = df.where(F.col("outcome").isNotNull())
-        out = out.withColumn("source_commit_version", F.col("_commit_version")).withColumn(
-            "source_commit_timestamp", F.col("_commit_timestamp")
-        )
-        return out.select(*REQUEST_COLUMNS)
+        kept, lineage, columns = _requests_columns()
+        return df.where(kept).withColumns(lineage).select(*columns)
 
     return apply
+
+
+_requests_columns = built_once(lambda: (
+    F.col("outcome").isNotNull(),
+    {"source_commit_version": F.col("_commit_version"), "source_commit_timestamp": F.col("_commit_timestamp")},
+    [F.col(name) for name in REQUEST_COLUMNS],
+))
+_quarantine_columns = built_once(lambda: (
+    F.col("quarantine_reason").isNotNull(),
+    F.array().cast(ArrayType(FAILED_EXPECTATION)),
+    {
+        "reason": F.col("quarantine_reason"),
+        "status": F.lit("open"),
+        "resolved_by_parser_version": F.lit(None).cast("string"),
+        "resolved_at": F.lit(None).cast("timestamp"),
+    },
+    [F.col(f.name).cast(f.dataType) for f in QUARANTINE.fields],
+))
 
 
 def quarantine_view(quarantined_at: datetime) -> Transform:
@@ -95,17 +111,12 @@ def quarantine_view(quarantined_at: datetime) -> Transform:
     """
 
     def apply(df: DataFrame) -> DataFrame:
-        out = df.where(F.col("quarantine_reason").isNotNull()).transform(with_shape_fingerprint())
+        held, no_failures, fixed, columns = _quarantine_columns()
+        out = df.where(held).transform(with_shape_fingerprint())
         if "failed_expectations" not in out.columns:
-            out = out.withColumn("failed_expectations", F.array().cast(ArrayType(FAILED_EXPECTATION)))
-        out = (
-            out.withColumn("reason", F.col("quarantine_reason"))
-            .withColumn("quarantined_at", F.lit(quarantined_at).cast("timestamp"))
-            .withColumn("status", F.lit("open"))
-            .withColumn("resolved_by_parser_version", F.lit(None).cast("string"))
-            .withColumn("resolved_at", F.lit(None).cast("timestamp"))
-        )
-        return out.select(*[F.col(f.name).cast(f.dataType) for f in QUARANTINE.fields])
+            out = out.withColumn("failed_expectations", no_failures)
+        out = out.withColumns({**fixed, "quarantined_at": F.lit(quarantined_at).cast("timestamp")})
+        return out.select(*columns)
 
     return apply
 

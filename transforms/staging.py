@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeVar, Union
 
 from pyspark.sql import Column, DataFrame
 
@@ -33,6 +33,7 @@ class Drop:
 
 
 Step = Union[WithColumns, Drop]
+T = TypeVar("T")
 
 
 def with_columns(columns: dict[str, Column]) -> WithColumns:
@@ -82,3 +83,24 @@ class Steps:
             else:
                 df = df.drop(*step.names)
         return df
+
+
+def built_once(build: Callable[[], T]) -> Callable[[], T]:
+    """``build()``'s result, built on the first call and again only for another Spark gateway.
+
+    For column expressions a transform applies to every batch: building them
+    is a round trip to the JVM per ``F.*`` call, applying built ones is not.
+    """
+    cache: dict[Hashable, T] = {}
+    lock = threading.Lock()
+
+    def get() -> T:
+        key = gateway_key()
+        with lock:
+            if key not in cache:
+                cache.clear()
+                cache[key] = build()
+            return cache[key]
+
+    get.__doc__ = build.__doc__
+    return get
