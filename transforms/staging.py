@@ -63,18 +63,8 @@ class Steps:
         self, build: Callable[[], Sequence[Step]], key: Callable[[], Hashable] = gateway_key, doc: str | None = None
     ) -> None:
         self.__doc__ = doc or build.__doc__
-        self._build = build
-        self._key = key
-        self._built: tuple[Hashable, tuple[Step, ...]] | None = None
-        self._lock = threading.Lock()
-
-    def steps(self) -> tuple[Step, ...]:
+        self.steps: Callable[[], tuple[Step, ...]] = built_once(lambda: tuple(build()), key=key)
         """The steps, built now if the key changed since they were last built."""
-        key = self._key()
-        with self._lock:
-            if self._built is None or self._built[0] != key:
-                self._built = (key, tuple(self._build()))
-            return self._built[1]
 
     def __call__(self, df: DataFrame) -> DataFrame:
         for step in self.steps():
@@ -85,22 +75,23 @@ class Steps:
         return df
 
 
-def built_once(build: Callable[[], T]) -> Callable[[], T]:
-    """``build()``'s result, built on the first call and again only for another Spark gateway.
+def built_once(build: Callable[[], T], key: Callable[[], Hashable] = gateway_key) -> Callable[[], T]:
+    """``build()``'s result, built on the first call and again only when ``key()`` changes.
 
     For column expressions a transform applies to every batch: building them
     is a round trip to the JVM per ``F.*`` call, applying built ones is not.
+    The default key is the Spark gateway, so another session's JVM gets
+    expressions of its own.
     """
-    cache: dict[Hashable, T] = {}
+    built: list[tuple[Hashable, T]] = []
     lock = threading.Lock()
 
     def get() -> T:
-        key = gateway_key()
+        now = key()
         with lock:
-            if key not in cache:
-                cache.clear()
-                cache[key] = build()
-            return cache[key]
+            if not built or built[0][0] != now:
+                built[:] = [(now, build())]
+            return built[0][1]
 
     get.__doc__ = build.__doc__
     return get
