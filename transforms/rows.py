@@ -23,7 +23,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -36,6 +37,7 @@ from gatewatch.transforms.fields import Row
 from gatewatch.transforms.outcome import classify
 from gatewatch.transforms.registry import OUTCOME_PARSERS, Parser, dispatch_shapes, parse_row, parser_version_tag
 from gatewatch.transforms.payload import read_payloads
+from gatewatch.transforms.staging import gateway_key
 
 Transform = Callable[[DataFrame], DataFrame]
 
@@ -182,6 +184,26 @@ def _server_version(spark: SparkSession) -> tuple[int, int]:
 
 
 _PARSED = "_parsed"
+_UDFS: dict[Hashable, tuple[Mapping[str, Parser], Callable[..., Any]]] = {}
+_UDFS_LOCK = threading.Lock()
+
+
+def _parse_udf(parsers: Mapping[str, Parser]) -> Callable[..., Any]:
+    """The Arrow UDF of one set of parsers, made once per set and Spark gateway.
+
+    Making it pickles the parsers for the workers; a micro-batch reuses the
+    one made for the first. The entry keeps the parsers it was made of, so
+    their ids in the key cannot be reused by others.
+    """
+    key = (gateway_key(), tuple((outcome, id(parser)) for outcome, parser in parsers.items()))
+    with _UDFS_LOCK:
+        found = _UDFS.get(key)
+        if found is None:
+            if len(_UDFS) >= 8:
+                _UDFS.clear()
+            frozen = dict(parsers)
+            found = _UDFS[key] = (frozen, F.arrow_udf(_struct_parser(frozen), PARSE_OUTPUT))
+        return found[1]
 
 
 def with_parsed_rows(version_tag: str, parsers: Mapping[str, Parser]) -> Transform:
@@ -198,8 +220,7 @@ def with_parsed_rows(version_tag: str, parsers: Mapping[str, Parser]) -> Transfo
 
     def apply(df: DataFrame) -> DataFrame:
         if arrow_udf_supported(df.sparkSession):
-            parse = F.arrow_udf(_struct_parser(dict(parsers)), PARSE_OUTPUT)
-            out = df.withColumn(_PARSED, parse(*_INPUT)).select(*df.columns, f"{_PARSED}.*")
+            out = df.withColumn(_PARSED, _parse_udf(parsers)(*_INPUT)).select(*df.columns, f"{_PARSED}.*")
         else:
             out = df.mapInArrow(functools.partial(_parse_batches, dict(parsers)),
                                 StructType([*df.schema.fields, *PARSE_OUTPUT.fields]))
