@@ -210,11 +210,10 @@ class Alerting:
         self.delta_sinks = {s.name for s in settings.sinks if isinstance(s, DeltaSinkSettings)}
         self.extra_tables = _delta_sink_tables(settings, self.tables["alerts"])
         self.lock = threading.RLock()
-        found: dict[str, Any] = {}
-        in_parallel(spark, lambda: found.update(firing=load_state(spark, self.tables)),
-                    lambda: found.update(clock=self._load_clock()), name="gatewatch-alerts-load")
-        self.firing: dict[str, Alert] = found["firing"]
-        self.max_us: int | None = found["clock"]
+        firing, max_us = in_parallel(spark, lambda: load_state(spark, self.tables), self._load_clock,
+                                     name="gatewatch-alerts-load")
+        self.firing: dict[str, Alert] = firing
+        self.max_us: int | None = max_us
         self.courier = Courier(self.tables, self.sinks, self.targets, clock)
         self.courier.load_last_sent(spark, self.firing)
         self.heavy: dict[str, bool] = {}  # rules aggregated by Spark (see ``count``)

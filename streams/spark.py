@@ -133,22 +133,20 @@ def thread_target(spark: Any, fn: Callable[[], Any]) -> Callable[[], Any]:
     return inheritable_thread_target(spark)(fn)
 
 
-def in_parallel(spark: Any, *calls: Callable[[], Any], name: str = "gatewatch") -> None:
-    """Run ``calls`` in threads of their own with ``spark``'s thread state (one call runs here); the first failure is raised once all finished.
+def in_parallel(spark: Any, *calls: Callable[[], Any], name: str = "gatewatch") -> list[Any]:
+    """Run ``calls`` in threads of their own with ``spark``'s thread state; their results, in order.
 
-    Delta commits to different tables run this way overlap their fixed
-    costs (planning, the write job, the commit and its hooks).
+    The first failure is raised once all finished. Delta commits to
+    different tables run this way overlap their fixed costs (planning, the
+    write job, the commit and its hooks).
     """
     if len(calls) <= 1:
-        for call in calls:
-            call()
-        return
+        return [call() for call in calls]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix=name) as pool:
         futures = [pool.submit(thread_target(spark, call)) for call in calls]
-        for future in futures:
-            future.result()
+        return [future.result() for future in futures]
 
 
 WORKER_SLOW_TO_START = "Timed out while waiting for the Python worker to connect back"
