@@ -30,6 +30,8 @@ class SparkSettings(_Frozen):
     conf: dict[str, str] = Field(default_factory=dict)
     remote: str | None = Field(None, pattern=r"^sc://[^/\s]+")
     """A Spark Connect server (``sc://host:port``) to run on instead of local Spark; ``SPARK_REMOTE`` when unset."""
+    class_archive: bool = True
+    """Start the JVM from the class-data archive ``gatewatch setup`` made (when there is one): a faster start."""
 
 
 StartingVersion = int | Literal["earliest", "latest"]

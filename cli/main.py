@@ -12,11 +12,18 @@ from gatewatch.errors import GatewatchError
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:
-    from gatewatch.streams.spark import check_java, fetch_jars
+    from gatewatch.streams.spark import build_class_archive, check_java, class_archive, fetch_jars
 
     check_java()
     folder = fetch_jars(quiet=True)
     print(f"Delta jars ready in {folder}")
+    if args.class_archive:
+        made = class_archive()
+        if made is None or not made.exists():
+            print("Making the JVM class archive (once, about half a minute) ...", flush=True)
+            made = build_class_archive(quiet=True)
+        if made is not None:
+            print(f"JVM class archive ready in {made}")
     return 0
 
 
@@ -269,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     setup = sub.add_parser("setup", help="fetch the Delta jars once into the local cache")
+    setup.add_argument("--no-class-archive", dest="class_archive", action="store_false",
+                       help="do not make the JVM class archive local Spark starts from (~180 MB; starts ~5 s faster)")
     setup.set_defaults(func=_cmd_setup)
 
     cs = sub.add_parser("connect-server", help="start a local Spark Connect server with Delta (foreground)")

@@ -48,3 +48,45 @@ class TestStartWriter:
         with pytest.raises(RuntimeError, match="connect back"):
             start_writer(slow, "chat")
         assert slow.calls == START_ATTEMPTS
+
+
+class TestClassArchive:
+    def test_the_archive_is_added_to_the_users_java_options_and_only_when_on(self, monkeypatch, tmp_path):
+        """The driver's JVM options keep the user's own and add the archive when there is one and it is wanted."""
+        from gatewatch.settings import SparkSettings
+        from gatewatch.streams import spark as S
+
+        archive = tmp_path / "classes-x.jsa"
+        monkeypatch.setattr(S, "class_archive", lambda: archive)
+        user = {"spark.driver.extraJavaOptions": "-Dmine=1"}
+        assert S.java_options(SparkSettings(conf=user)) == "-Dmine=1"  # no archive made yet
+        archive.write_bytes(b"x")
+        assert S.java_options(SparkSettings(conf=user)) == f"-Dmine=1 -XX:SharedArchiveFile={archive} {S.QUIET_CDS}"
+        assert S.java_options(SparkSettings()) == f"-XX:SharedArchiveFile={archive} {S.QUIET_CDS}"
+        assert S.java_options(SparkSettings(conf=user, class_archive=False)) == "-Dmine=1"
+        assert S.java_options(SparkSettings(class_archive=False)) is None
+
+    def test_the_archive_is_named_for_this_java_and_pyspark(self, monkeypatch, tmp_path):
+        """Another Java runtime means another archive file, not a stale one; no Java, no archive."""
+        from gatewatch.streams import spark as S
+
+        first = S.class_archive()
+        assert first is not None and first.parent == S.jars_dir() and first.suffix == ".jsa"
+        java_home = tmp_path / "jdk"
+        (java_home / "bin").mkdir(parents=True)
+        (java_home / "bin" / "java").write_text("")
+        monkeypatch.setenv("JAVA_HOME", str(java_home))
+        other = S.class_archive()
+        assert other is not None and other != first
+        monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
+        assert S.class_archive() is None
+
+    def test_the_tests_session_started_from_the_archive_setup_made(self, spark):
+        """`make test` runs `gatewatch setup` first: the shared session's JVM maps the archive it made."""
+        from gatewatch.streams.spark import class_archive
+
+        archive = class_archive()
+        assert archive is not None and archive.exists(), "run `gatewatch setup` (make test does) to make the archive"
+        jvm = spark.sparkContext._jvm
+        arguments = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+        assert f"-XX:SharedArchiveFile={archive}" in arguments
