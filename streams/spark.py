@@ -135,7 +135,9 @@ def class_archive() -> Path | None:
     """Where the JVM class-data archive of this Java, this PySpark and the cached jars lives (None: no Java).
 
     The file sits next to the Delta jars; its name says which Java and which
-    PySpark it was made with, so another of either makes another archive
+    PySpark install it was made with (the jars folder's time: the JVM maps
+    an archive only for the very jar files it was made from, and silently
+    ignores it otherwise), so another of either makes another archive
     rather than a stale one.
     """
     import pyspark
@@ -143,7 +145,9 @@ def class_archive() -> Path | None:
     java = _java()
     if java is None:
         return None
-    tag = hashlib.sha1(f"{java.resolve()}|{pyspark.__version__}|{pyspark.__file__}".encode()).hexdigest()[:12]
+    jars = Path(pyspark.__file__).parent / "jars"
+    installed = jars.stat().st_mtime_ns if jars.exists() else 0
+    tag = hashlib.sha1(f"{java.resolve()}|{pyspark.__version__}|{jars}|{installed}".encode()).hexdigest()[:12]
     return jars_dir() / f"classes-{tag}.jsa"
 
 

@@ -67,7 +67,7 @@ class TestClassArchive:
         assert S.java_options(SparkSettings(class_archive=False)) is None
 
     def test_the_archive_is_named_for_this_java_and_pyspark(self, monkeypatch, tmp_path):
-        """Another Java runtime means another archive file, not a stale one; no Java, no archive."""
+        """Another Java runtime or PySpark install means another archive file, not a stale one; no Java, no archive."""
         from gatewatch.streams import spark as S
 
         first = S.class_archive()
@@ -78,6 +78,16 @@ class TestClassArchive:
         monkeypatch.setenv("JAVA_HOME", str(java_home))
         other = S.class_archive()
         assert other is not None and other != first
+        import os
+
+        import pyspark
+
+        fake = tmp_path / "pyspark"
+        (fake / "jars").mkdir(parents=True)
+        monkeypatch.setattr(pyspark, "__file__", str(fake / "__init__.py"))
+        installed = S.class_archive()
+        os.utime(fake / "jars", ns=(1, 1))  # PySpark installed again at the same place: new jar files
+        assert S.class_archive() not in (installed, other)
         monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
         assert S.class_archive() is None
 
