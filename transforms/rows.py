@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -184,26 +183,20 @@ def _server_version(spark: SparkSession) -> tuple[int, int]:
 
 
 _PARSED = "_parsed"
-_UDFS: dict[Hashable, tuple[Mapping[str, Parser], Callable[..., Any]]] = {}
-_UDFS_LOCK = threading.Lock()
 
 
 def _parse_udf(parsers: Mapping[str, Parser]) -> Callable[..., Any]:
     """The Arrow UDF of one set of parsers, made once per set and Spark gateway.
 
     Making it pickles the parsers for the workers; a micro-batch reuses the
-    one made for the first. The entry keeps the parsers it was made of, so
-    their ids in the key cannot be reused by others.
+    one made for the first.
     """
-    key = (gateway_key(), tuple((outcome, id(parser)) for outcome, parser in parsers.items()))
-    with _UDFS_LOCK:
-        found = _UDFS.get(key)
-        if found is None:
-            if len(_UDFS) >= 8:
-                _UDFS.clear()
-            frozen = dict(parsers)
-            found = _UDFS[key] = (frozen, F.arrow_udf(_struct_parser(frozen), PARSE_OUTPUT))
-        return found[1]
+    return _udf_of(gateway_key(), tuple(parsers.items()))
+
+
+@functools.lru_cache(maxsize=8)
+def _udf_of(gateway: Hashable, parsers: tuple[tuple[str, Parser], ...]) -> Callable[..., Any]:
+    return F.arrow_udf(_struct_parser(dict(parsers)), PARSE_OUTPUT)
 
 
 def with_parsed_rows(version_tag: str, parsers: Mapping[str, Parser]) -> Transform:
