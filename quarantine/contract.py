@@ -155,7 +155,17 @@ class Contract:
 
     @functools.cached_property
     def failed_expectations(self) -> Column:
-        """The ``failed_expectations`` column over checked rows, built once and reused for every batch."""
+        """The ``failed_expectations`` column over checked rows, built once and reused for every batch.
+
+        A row that fails nothing (nearly every row) gets the empty array
+        from one ``OR`` of the fail predicates; the array of the failed ones
+        is built only for a row that fails some (building it for every row
+        was about a quarter of the contract's cost on the 1M-row feed of
+        ``bench/throughput.py --mode contract``).
+        """
+        empty = F.array().cast(FAILED_EXPECTATIONS)
+        if not self.expectations:
+            return empty
         checks = [
             F.when(
                 e.fail,
@@ -165,8 +175,9 @@ class Contract:
             )
             for e in self.expectations
         ]
-        failed = F.filter(F.array(*checks), lambda r: r.isNotNull()) if checks else F.array()
-        return failed.cast(FAILED_EXPECTATIONS)
+        failed = F.filter(F.array(*checks), lambda r: r.isNotNull()).cast(FAILED_EXPECTATIONS)
+        fails_some = functools.reduce(lambda a, b: a | b, (e.fail for e in self.expectations))
+        return F.when(fails_some, failed).otherwise(empty)
 
 
 def compile_suite(suite: ExpectationSuite) -> Contract:

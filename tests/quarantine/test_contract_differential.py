@@ -9,6 +9,7 @@ GX flags some rows and passes others, so no comparison is vacuous.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -273,6 +274,8 @@ INVALID = [
     request(35, safety_flags=[flag("prompt", "hatred")]),
     request(36, safety_flags=[flag("prompt", None)]),
     request(37, safety_flags=[flag("prompt", "violence", "critical")]),
+    request(38, safety_flags=[None]),
+    request(39, safety_flags=[flag("prompt", "hate"), flag("completion", "sexual", "extreme")]),
 ]
 PACKAGED_IDS = [e["id"] for e in json.loads(SUITE_FILE.read_text())["expectations"]]
 
@@ -306,3 +309,45 @@ class TestPackagedSuite:
         """Every row built to break the contract is flagged by the compiled contract."""
         _, from_contract = packaged_results
         assert {r["row_id"] for r in INVALID} <= set().union(*from_contract.values())
+
+
+SAFETY_FLAG_CHECKS = {
+    "size(array_except(safety_flags.stage, array('prompt', 'completion'))) > 0":
+        "exists(safety_flags, f -> f.stage IS NULL OR f.stage NOT IN ('prompt', 'completion'))",
+    "size(array_except(safety_flags.category, array({categories}))) > 0":
+        "exists(safety_flags, f -> f.category IS NULL OR f.category NOT IN ({categories}))",
+    "size(array_except(safety_flags.severity, array('safe', 'low', 'medium', 'high', NULL))) > 0":
+        "exists(safety_flags, f -> f.severity IS NOT NULL AND f.severity NOT IN ('safe', 'low', 'medium', 'high'))",
+}
+"""The packaged suite's safety-flag conditions and the per-flag ``exists`` each stands for.
+
+The suite uses ``array_except`` over the flags' fields, which Spark runs in
+generated code; an ``exists`` lambda is interpreted row by row (three of
+them were half the contract's cost on the 1M-row feed).
+"""
+
+
+class TestSafetyFlagConditions:
+    @pytest.fixture(scope="class")
+    def flag_rows(self, spark):
+        schema = StructType([*REQUESTS.fields, StructField("row_id", IntegerType(), nullable=False)])
+        names = schema.fieldNames()
+        df = spark.createDataFrame([tuple(r[n] for n in names) for r in VALID + INVALID], schema).cache()
+        yield df
+        df.unpersist()
+
+    @pytest.mark.parametrize("fast", list(SAFETY_FLAG_CHECKS), ids=["stage", "category", "severity"])
+    def test_each_condition_flags_the_rows_its_exists_form_flags(self, fast, flag_rows):
+        """The suite's condition is in the suite, and flags exactly the rows of its per-flag ``exists`` form, and some."""
+        from pyspark.sql import functions as F
+
+        queries = [e["kwargs"].get("unexpected_rows_query", "") for e in json.loads(SUITE_FILE.read_text())["expectations"]]
+        categories = next(re.search(r"\barray\(([^)]*)\)", q).group(1) for q in queries if "safety_flags.category" in q)
+        condition, reference = fast.format(categories=categories), SAFETY_FLAG_CHECKS[fast].format(categories=categories)
+        assert any(q.endswith(f"WHERE {condition}") for q in queries)
+
+        def flagged(text: str) -> set[int]:
+            return {r["row_id"] for r in flag_rows.where(F.coalesce(F.expr(text), F.lit(False))).collect()}
+
+        assert flagged(reference), "no row breaks it: the comparison would be vacuous"
+        assert flagged(condition) == flagged(reference)
