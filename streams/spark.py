@@ -14,6 +14,7 @@ both: SQL and DataFrame calls only, no ``sparkContext`` and no JVM handles
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -201,6 +203,7 @@ def build_class_archive(*, quiet: bool = False) -> Path | None:
             os.replace(partial, target)
             if not quiet:
                 print(f"JVM class archive made in {target}", file=sys.stderr)
+            prune_archives(target)
             return target
         reason = " ".join((done.stderr or "").strip().splitlines()[-2:])[-300:] or f"exit code {done.returncode}"
     except subprocess.TimeoutExpired:
@@ -209,6 +212,36 @@ def build_class_archive(*, quiet: bool = False) -> Path | None:
         partial.unlink(missing_ok=True)
     log.warning("class_archive_not_made", reason=reason, effect="local Spark starts without it, a few seconds slower")
     return None
+
+
+KEPT_ARCHIVES = 3
+"""Class archives kept in the jars folder: the one just made and the newest others (other installs in use)."""
+
+
+def prune_archives(made: Path, keep: int = KEPT_ARCHIVES) -> list[Path]:
+    """Delete all but the ``keep`` newest class archives next to ``made`` (``made`` always kept); return those deleted.
+
+    Every other Java or PySpark install (a virtualenv made again, a CI
+    clone) makes an archive of its own, ~200 MB each. One deleted while
+    its install is still in use costs that install's runs their faster
+    start, never a result (a running JVM keeps the file it mapped), and
+    ``gatewatch setup`` makes it again. Leftovers of an archiving run that
+    was killed (``*.partial``, older than an hour) go too.
+    """
+    folder = made.parent
+    others = sorted((p for p in folder.glob("classes-*.jsa") if p != made),
+                    key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    stale = others[max(0, keep - 1):]
+    stale += [p for p in folder.glob("classes-*.jsa.*.partial") if time.time() - p.stat().st_mtime > 3600]
+    freed = 0
+    for path in stale:
+        with contextlib.suppress(OSError):
+            size = path.stat().st_size
+            path.unlink()
+            freed += size
+    if stale:
+        log.info("class_archives_pruned", deleted=[p.name for p in stale], freed_mb=round(freed / 2**20))
+    return stale
 
 
 def java_options(settings: SparkSettings) -> str | None:

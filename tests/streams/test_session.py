@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class TestSession:
     def test_delta_table_round_trip(self, spark, tmp_path):
@@ -51,6 +53,31 @@ class TestStartWriter:
 
 
 class TestClassArchive:
+    def test_making_an_archive_keeps_it_and_the_newest_others_only(self, tmp_path):
+        """Old archives of other installs and stale partial files go; the new one and the two newest others stay."""
+        from gatewatch.streams.spark import prune_archives
+
+        made = tmp_path / "classes-new.jsa"
+        made.write_bytes(b"n")
+        os.utime(made, (1, 1))  # the oldest by time: kept all the same
+        others = []
+        for age, name in enumerate(["a", "b", "c", "d"]):
+            path = tmp_path / f"classes-{name}.jsa"
+            path.write_bytes(b"x" * 10)
+            os.utime(path, (2_000_000_000 - age * 1000, 2_000_000_000 - age * 1000))
+            others.append(path)
+        killed = tmp_path / "classes-z.jsa.41.partial"
+        killed.write_bytes(b"p")
+        os.utime(killed, (1000, 1000))
+        running = tmp_path / "classes-y.jsa.42.partial"
+        running.write_bytes(b"p")
+        jars = tmp_path / "delta.jar"
+        jars.write_bytes(b"j")
+        deleted = prune_archives(made, keep=3)
+        assert sorted(p.name for p in deleted) == ["classes-c.jsa", "classes-d.jsa", "classes-z.jsa.41.partial"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "classes-a.jsa", "classes-b.jsa", "classes-new.jsa", "classes-y.jsa.42.partial", "delta.jar"]
+
     def test_the_archive_is_added_to_the_users_java_options_and_only_when_on(self, monkeypatch, tmp_path):
         """The driver's JVM options keep the user's own and add the archive when there is one and it is wanted."""
         from gatewatch.settings import SparkSettings
