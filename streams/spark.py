@@ -229,10 +229,9 @@ def prune_archives(made: Path, keep: int = KEPT_ARCHIVES) -> list[Path]:
     was killed (``*.partial``, older than an hour) go too.
     """
     folder = made.parent
-    others = sorted((p for p in folder.glob("classes-*.jsa") if p != made),
-                    key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    others = sorted((p for p in folder.glob("classes-*.jsa") if p != made), key=_modified, reverse=True)
     stale = others[max(0, keep - 1):]
-    stale += [p for p in folder.glob("classes-*.jsa.*.partial") if time.time() - p.stat().st_mtime > 3600]
+    stale += [p for p in folder.glob("classes-*.jsa.*.partial") if time.time() - _modified(p) > 3600]
     freed = 0
     for path in stale:
         with contextlib.suppress(OSError):
@@ -242,6 +241,14 @@ def prune_archives(made: Path, keep: int = KEPT_ARCHIVES) -> list[Path]:
     if stale:
         log.info("class_archives_pruned", deleted=[p.name for p in stale], freed_mb=round(freed / 2**20))
     return stale
+
+
+def _modified(path: Path) -> float:
+    """When ``path`` was last written; now when it is gone already (another setup removed or renamed it)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
 
 
 def java_options(settings: SparkSettings) -> str | None:
