@@ -281,14 +281,20 @@ PACKAGED_IDS = [e["id"] for e in json.loads(SUITE_FILE.read_text())["expectation
 
 
 @pytest.fixture(scope="module")
-def packaged_results(spark, gx_batch_for):
-    """Both sides' flagged row ids for every packaged expectation, on a mixed requests DataFrame."""
+def mixed_requests(spark):
+    """The VALID and INVALID requests rows as one cached DataFrame, with their ``row_id``."""
     schema = StructType([*REQUESTS.fields, StructField("row_id", IntegerType(), nullable=False)])
     names = schema.fieldNames()
     df = spark.createDataFrame([tuple(r[n] for n in names) for r in VALID + INVALID], schema).cache()
-    suite = load_suite()
-    yield gx_flagged(gx_batch_for(df), suite), compiled_flagged(df, suite)
+    yield df
     df.unpersist()
+
+
+@pytest.fixture(scope="module")
+def packaged_results(mixed_requests, gx_batch_for):
+    """Both sides' flagged row ids for every packaged expectation, on a mixed requests DataFrame."""
+    suite = load_suite()
+    return gx_flagged(gx_batch_for(mixed_requests), suite), compiled_flagged(mixed_requests, suite)
 
 
 class TestPackagedSuite:
@@ -328,16 +334,8 @@ them were half the contract's cost on the 1M-row feed).
 
 
 class TestSafetyFlagConditions:
-    @pytest.fixture(scope="class")
-    def flag_rows(self, spark):
-        schema = StructType([*REQUESTS.fields, StructField("row_id", IntegerType(), nullable=False)])
-        names = schema.fieldNames()
-        df = spark.createDataFrame([tuple(r[n] for n in names) for r in VALID + INVALID], schema).cache()
-        yield df
-        df.unpersist()
-
     @pytest.mark.parametrize("fast", list(SAFETY_FLAG_CHECKS), ids=["stage", "category", "severity"])
-    def test_each_condition_flags_the_rows_its_exists_form_flags(self, fast, flag_rows):
+    def test_each_condition_flags_the_rows_its_exists_form_flags(self, fast, mixed_requests):
         """The suite's condition is in the suite, and flags exactly the rows of its per-flag ``exists`` form, and some."""
         from pyspark.sql import functions as F
 
@@ -347,7 +345,7 @@ class TestSafetyFlagConditions:
         assert any(q.endswith(f"WHERE {condition}") for q in queries)
 
         def flagged(text: str) -> set[int]:
-            return {r["row_id"] for r in flag_rows.where(F.coalesce(F.expr(text), F.lit(False))).collect()}
+            return {r["row_id"] for r in mixed_requests.where(F.coalesce(F.expr(text), F.lit(False))).collect()}
 
         assert flagged(reference), "no row breaks it: the comparison would be vacuous"
         assert flagged(condition) == flagged(reference)

@@ -105,8 +105,6 @@ class TestClassArchive:
         monkeypatch.setenv("JAVA_HOME", str(java_home))
         other = S.class_archive()
         assert other is not None and other != first
-        import os
-
         import pyspark
 
         fake = tmp_path / "pyspark"
