@@ -11,8 +11,10 @@ evaluation), the writes (requests, and quarantine when it has rows, with
 each stage's ticket ``writes``, the alerting's evaluation and sends among
 them, in parallel), the stages' ``after_writes`` and then the hooks. A
 stage's ``abort`` runs when the batch fails after its ``before_writes``.
-The token-usage and safety events are not written here: their own query
-derives them from requests on a cadence (``streams.events``).
+The token-usage and safety events of a running job are not written here:
+their own query derives them from requests on a cadence (``streams.events``).
+A run with ``available_now`` writes them here, with the requests
+(``events_with_requests``).
 
 A batch may hold the rows of several sources (one query reads several
 change feeds): the figures are kept per source as well (``sources``).
@@ -89,6 +91,11 @@ class BatchContext:
     on_metrics: Callable[[dict[str, Any]], None] | None = None
     source_names: Mapping[str, str] = field(default_factory=dict)
     """The source name of each ``source_table`` the query reads (figures per source)."""
+    token_events: out.Table | None = None
+    safety_events: out.Table | None = None
+    events_inline: bool = False
+    """Write each batch's token-usage and safety events with its requests (a run with ``available_now``) rather
+    than leave them to the events query; needs both event tables. See ``events_with_requests``."""
 
 
 def apply_contract(parsed: DataFrame, contract: Any | None) -> DataFrame:
@@ -266,17 +273,21 @@ def handle_batch(ctx: BatchContext, batch: DataFrame, batch_id: int) -> dict[str
                                                             frames=frames)))
             timings["alerts_s"] = time.monotonic() - started - timings["parse_s"]
             extra = [w for _, t in tickets for w in getattr(t, "writes", ())]
+            requests = sum(n for k, n in counts.items() if k[1] is not None)
+            inline = False
             if replaces:
                 latest_rows = frames["requests"].transform(latest_per_request("source_commit_version"))
                 # sets each request to its latest row: a retried batch merging the same rows changes nothing
                 ctx.requests.merge(latest_rows, "t.databricks_request_id = s.databricks_request_id")
                 appends = [("quarantine", ctx.quarantine, quarantined)]
             else:
-                appends = [
-                    ("requests", ctx.requests, sum(n for k, n in counts.items() if k[1] is not None)),
-                    ("quarantine", ctx.quarantine, quarantined),
-                ]
-            _append_all(ctx, frames, appends, batch_id, extra)
+                inline = requests > 0 and events_with_requests(ctx, parsed.sparkSession, batch_id)
+                appends = [("requests", ctx.requests, requests), ("quarantine", ctx.quarantine, quarantined)]
+                if inline:
+                    appends += [("token_events", ctx.token_events, events["token_events"]),
+                                ("safety_events", ctx.safety_events, events["safety_events"])]
+            metrics["events_inline"] = inline
+            _append_all(ctx, frames, appends, batch_id, extra, events=inline)
             timings["write_s"] = time.monotonic() - started - timings["parse_s"] - timings["alerts_s"]
             metrics["duration_s"] = round(time.monotonic() - started, 3)
             metrics.update({k: round(v, 3) for k, v in timings.items()})
@@ -351,8 +362,35 @@ def _event_counts() -> list:
     ]
 
 
+def events_with_requests(ctx: BatchContext, spark: Any, batch_id: int) -> bool:
+    """Whether batch ``batch_id``, which appends requests, writes their token-usage and safety events itself.
+
+    The choice is recorded in the batch's requests commit (``batch_marker``
+    with ``events``) and the events query skips the changes of a commit so
+    marked, so each request's events are written once, by one of the two.
+    A new batch follows ``ctx.events_inline``. A batch that may have run
+    before (the one a restart re-runs) keeps what its first run chose, in
+    either mode: marked, it writes its events (each append is once per
+    batch, so only those its first run missed); written unmarked, it leaves
+    them to the events query; not yet written, it writes them itself if its
+    first run had already appended some of them (the appends of a batch run
+    in parallel), else it follows ``ctx.events_inline``.
+    """
+    if ctx.token_events is None or ctx.safety_events is None:
+        return False
+    if not out.may_be_written(ctx.requests, ctx.app_id, batch_id):
+        return ctx.events_inline
+    marker = out.written_marker(spark, ctx.requests, ctx.app_id, batch_id)
+    if marker is not None:
+        return out.marks_events(marker)
+    if ctx.events_inline:
+        return True
+    return any(out.written_marker(spark, t, ctx.app_id, batch_id) is not None
+               for t in (ctx.token_events, ctx.safety_events))
+
+
 def _append_all(ctx: BatchContext, frames: Mapping[str, DataFrame], appends: list[Append], batch_id: int,
-                extra: list[Callable[[], None]] = ()) -> None:
+                extra: list[Callable[[], None]] = (), *, events: bool = False) -> None:
     """Append to each table once per (app id, batch id), the tables (and ``extra`` writes) in parallel.
 
     Each frame is built in the thread that writes it. An append with no rows is skipped (there is nothing to write twice).
@@ -360,11 +398,11 @@ def _append_all(ctx: BatchContext, frames: Mapping[str, DataFrame], appends: lis
     commit, its post-commit hooks); one that fails fails the batch after the
     others finished (the retried batch skips the appends that committed).
     """
-    todo = [functools.partial(_append, frames, role, table, ctx.app_id, batch_id, rows)
+    todo = [functools.partial(_append, frames, role, table, ctx.app_id, batch_id, rows, events and role == "requests")
             for role, table, rows in appends if rows]
     in_parallel(frames.session, *todo, *extra, name="gatewatch-append")
 
 
 def _append(frames: Mapping[str, DataFrame], role: str, table: out.Table, app_id: str, batch_id: int,
-            rows: int) -> None:
-    out.append(frames[role], table, app_id, batch_id, rows)
+            rows: int, events: bool) -> None:
+    out.append(frames[role], table, app_id, batch_id, rows, events=events)

@@ -158,6 +158,9 @@ def start_query(
         stages=stages,
         on_metrics=on_metrics,
         source_names=group.source_names,
+        token_events=tables.get("token_events"),
+        safety_events=tables.get("safety_events"),
+        events_inline=settings.trigger.mode == "available_now",
     )
     writer = (
         read_change_feeds(spark, group)

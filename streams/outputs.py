@@ -159,11 +159,13 @@ _newest_lock = threading.Lock()
 
 
 def append(df: DataFrame, target: Table, app_id: str, batch_id: int, rows: int | None = None,
-           rows_per_file: int = ROWS_PER_FILE) -> bool:
+           rows_per_file: int = ROWS_PER_FILE, *, events: bool = False) -> bool:
     """Append ``df`` once per (app_id, batch_id); False when that batch was written already (nothing is appended).
 
     ``rows``, when known, lets an append of at most ``rows_per_file`` rows
-    go out as one file. See the module's doc for when the batch is looked up.
+    go out as one file. ``events`` marks a requests commit whose batch
+    writes its token-usage and safety events itself (``batch_marker``). See
+    the module's doc for when the batch is looked up.
     """
     key = (app_id, target.ref)
     with _newest_lock:
@@ -180,7 +182,7 @@ def append(df: DataFrame, target: Table, app_id: str, batch_id: int, rows: int |
                 return False
     if rows is not None and rows <= rows_per_file:
         df = df.coalesce(1)
-    writer = df.write.format("delta").mode("append").option("userMetadata", batch_marker(app_id, batch_id))
+    writer = df.write.format("delta").mode("append").option("userMetadata", batch_marker(app_id, batch_id, events=events))
     if looked_up:
         writer = writer.option("txnAppId", app_id).option("txnVersion", str(batch_id))
     if target.is_path:
@@ -190,9 +192,22 @@ def append(df: DataFrame, target: Table, app_id: str, batch_id: int, rows: int |
     return True
 
 
-def batch_marker(app_id: str, batch_id: int) -> str:
-    """What an append records in its commit's ``userMetadata``: ``{"gatewatch_app_id": ..., "batch_id": ...}``."""
-    return json.dumps({"gatewatch_app_id": app_id, "batch_id": batch_id}, separators=(",", ":"))
+def batch_marker(app_id: str, batch_id: int, *, events: bool = False) -> str:
+    """What an append records in its commit's ``userMetadata``: ``{"gatewatch_app_id": ..., "batch_id": ...}``.
+
+    ``events``: a requests commit whose batch writes the events of its
+    requests itself adds ``"events":true``; the events query skips the
+    changes of such a commit (``streams.events``).
+    """
+    marker = {"gatewatch_app_id": app_id, "batch_id": batch_id, **({"events": True} if events else {})}
+    return json.dumps(marker, separators=(",", ":"))
+
+
+def marks_events(text: str | None) -> bool:
+    """True for a ``batch_marker`` made with ``events``: the batch wrote its requests' events itself."""
+    if read_marker(text) is None:
+        return False
+    return json.loads(text).get("events") is True  # type: ignore[arg-type]
 
 
 def read_marker(text: str | None) -> tuple[str, int] | None:
@@ -235,6 +250,64 @@ def newest_written(spark: SparkSession, target: Table, app_id: str) -> int | Non
         if limit is None or len(rows) < limit:
             return None
     return None
+
+
+def may_be_written(target: Table, app_id: str, batch_id: int) -> bool:
+    """True when an append of ``batch_id`` to ``target`` is looked up first (``append``): it may be written already.
+
+    False for a batch id above the newest this process attempted or found
+    for ``app_id``: a new batch.
+    """
+    with _newest_lock:
+        newest = _newest.get((app_id, target.ref))
+    return newest is None or batch_id <= newest
+
+
+def written_marker(spark: SparkSession, target: Table, app_id: str, batch_id: int) -> str | None:
+    """The ``userMetadata`` of the commit that appended ``batch_id`` of ``app_id`` to ``target``; None if none did.
+
+    Reads the history newest first, as ``newest_written`` does, and stops at
+    the app's first older batch (batches are appended in order).
+    """
+    from pyspark.sql import functions as F
+
+    started = app_started_us(app_id)
+    floor = None if started is None else started - CLOCK_SKEW_S * 1_000_000
+    for limit in HISTORY_PAGES:
+        rows = (delta_sql.history(spark, target.sql_name, limit)
+                .select(F.unix_micros("timestamp").alias("us"), "userMetadata").collect())
+        for us, text in rows:  # newest first
+            found = read_marker(text)
+            if found is not None and found[0] == app_id and found[1] <= batch_id:
+                return text if found[1] == batch_id else None
+            if floor is not None and us < floor:
+                return None
+        if limit is None or len(rows) < limit:
+            return None
+    return None
+
+
+def versions_with_events(spark: SparkSession, target: Table, versions: set[int]) -> set[int]:
+    """Which of ``versions`` of ``target`` are commits marked ``events`` (``batch_marker``): their batch wrote their events.
+
+    Reads the history newest first, page after page, down to the oldest of
+    ``versions``. A version no longer in the history (older than the log's
+    retention) counts as unmarked.
+    """
+    from pyspark.sql import functions as F
+
+    if not versions:
+        return set()
+    oldest = min(versions)
+    marked: set[int] = set()
+    for limit in HISTORY_PAGES:
+        rows = delta_sql.history(spark, target.sql_name, limit).select("version", F.col("userMetadata")).collect()
+        for version, text in rows:  # newest first
+            if version in versions and marks_events(text):
+                marked.add(int(version))
+        if limit is None or len(rows) < limit or (rows and rows[-1][0] <= oldest):
+            return marked
+    return marked
 
 
 def new_app_id(purpose: str) -> str:

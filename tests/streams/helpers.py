@@ -41,3 +41,25 @@ def commit(spark, table: Path, rows) -> set[str]:
     """Append generated rows to the table in one commit; return their request ids."""
     traffic.write_rows(spark, str(table), [g.row for g in rows])
     return {g.row["databricks_request_id"] for g in rows}
+
+
+def assert_events_once(spark, out: Path) -> None:
+    """Every request's events are in the event tables once: a token event per request with a known count, a
+    safety event per flagged safety flag, none twice and none of a request that is not there."""
+    from pyspark.sql import functions as F
+
+    from gatewatch.transforms.events import is_flagged
+
+    requests = spark.read.format("delta").load(str(out / "requests"))
+    known = F.col("input_tokens").isNotNull() | F.col("output_tokens").isNotNull() | F.col("total_tokens").isNotNull()
+    expected = sorted(r[0] for r in requests.where(known).select("databricks_request_id").collect())
+    tokens = sorted(r[0] for r in spark.read.format("delta").load(str(out / "token_usage_events"))
+                    .select("databricks_request_id").collect())
+    assert expected and tokens == expected, f"{len(tokens)} token events for {len(expected)} requests with tokens"
+    flags = (requests.select("databricks_request_id", F.explode("safety_flags").alias("f")).where(is_flagged(F.col("f")))
+             .select("databricks_request_id", "f.stage", "f.category"))
+    safety = spark.read.format("delta").load(str(out / "safety_events")).select("databricks_request_id", "stage",
+                                                                                 "category")
+    want, got = sorted(map(tuple, flags.collect())), sorted(map(tuple, safety.collect()))
+    assert want and got == want, f"{len(got)} safety events for {len(want)} flagged safety flags"
+

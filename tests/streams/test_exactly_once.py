@@ -15,7 +15,7 @@ import pytest
 
 from gatewatch.traffic import generate as traffic
 from gatewatch.streams.job import Job
-from tests.streams.helpers import assert_each_once, commit, landed, settings_for
+from tests.streams.helpers import assert_each_once, assert_events_once, commit, landed, settings_for
 
 
 def test_commits_appended_while_the_query_runs_each_land_once(spark, tmp_path):
@@ -80,6 +80,95 @@ def test_a_replayed_batch_writes_nothing_twice(spark, tmp_path):
     assert all(tuple(r)[:3] == source[r[0]] for r in kept)
 
 
+def _one_batch(spark, tmp_path, seed: int):
+    """A source of 40 generated rows, its job (outputs created), and the whole change feed as one batch."""
+    from gatewatch.streams.source import to_canonical
+
+    table, out = tmp_path / "chat", tmp_path / "out"
+    traffic.create_inference_table(spark, str(table))
+    ids = commit(spark, table, traffic.generate(40, seed=seed))
+    job = Job(spark, settings_for(table, out, tmp_path / "ckpt", mode="available_now"))
+    source = job.sources[0]
+    batch = (
+        spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).load(str(table))
+        .transform(lambda df: to_canonical(df, source.kind, source.settings))
+    )
+    return job, batch, ids
+
+
+def _context(job: Job, app_id: str, inline: bool):
+    from gatewatch.streams.batch import BatchContext
+
+    t = job.tables
+    return BatchContext(source="chat", app_id=app_id, requests=t["requests"], quarantine=t["quarantine"],
+                        contract=job.contract, token_events=t["token_events"], safety_events=t["safety_events"],
+                        events_inline=inline)
+
+
+def _events_query_batch(spark, job: Job) -> dict:
+    """The events query's batch over every requests change since the job started."""
+    from gatewatch.streams.events import events_context, handle_events_batch
+
+    changes = (spark.read.format("delta").option("readChangeFeed", "true")
+               .option("startingVersion", job.events_start).load(job.tables["requests"].ref))
+    return handle_events_batch(events_context(job.settings, job.tables), changes, 0)
+
+
+def test_an_available_now_batch_writes_its_events_once_and_the_events_query_skips_them(spark, tmp_path):
+    from gatewatch.streams import outputs as out
+    from gatewatch.streams.batch import handle_batch
+
+    job, batch, ids = _one_batch(spark, tmp_path, seed=131)
+    ctx = _context(job, out.new_app_id("sink"), inline=True)
+    first = handle_batch(ctx, batch, 0)
+    handle_batch(ctx, batch, 0)  # a replay writes nothing twice
+    assert first["events_inline"] and first["token_events"] > 0 and first["safety_events"] > 0
+    [marker] = [r[0] for r in spark.sql(f"DESCRIBE HISTORY {job.tables['requests'].sql_name}")
+                .where("operation = 'WRITE'").select("userMetadata").collect()]
+    assert out.marks_events(marker)
+    skipped = _events_query_batch(spark, job)
+    assert (skipped["skipped_commits"], skipped["requests"]) == (1, 0)
+    assert_each_once(spark, tmp_path / "out", ids)
+    assert_events_once(spark, tmp_path / "out")
+
+
+@pytest.mark.parametrize(("first_inline", "failing", "rerun_inline", "rerun_writes_events"), [
+    (True, "events", False, True),     # requests marked, events lost: the rerun of a running job writes them
+    (True, "requests", False, True),   # events written, requests lost: the rerun marks its requests commit
+    (False, None, True, False),        # written unmarked: an available-now rerun leaves them to the events query
+], ids=["marked-requests-alone", "events-alone", "unmarked"])
+def test_a_rerun_batch_keeps_the_events_choice_of_its_first_run(spark, tmp_path, monkeypatch, first_inline, failing,
+                                                                rerun_inline, rerun_writes_events):
+    """A batch re-run after a crash, in either mode, writes each request's events once, with the events query."""
+    from gatewatch.streams import outputs as out
+    from gatewatch.streams.batch import handle_batch
+
+    job, batch, ids = _one_batch(spark, tmp_path, seed=141)
+    app_id = out.new_app_id("sink")
+    events = {job.tables["token_events"].ref, job.tables["safety_events"].ref}
+    real = out.append
+
+    def crashing(df, target, *args, **kwargs):
+        if failing == ("events" if target.ref in events else "requests" if target.ref == job.tables["requests"].ref
+                       else None):
+            raise RuntimeError("the process died here")
+        return real(df, target, *args, **kwargs)
+
+    monkeypatch.setattr(out, "append", crashing)
+    if failing:
+        with pytest.raises(RuntimeError, match="died"):
+            handle_batch(_context(job, app_id, first_inline), batch, 0)
+    else:
+        handle_batch(_context(job, app_id, first_inline), batch, 0)
+    monkeypatch.setattr(out, "append", real)
+    monkeypatch.setattr(out, "_newest", {})  # a new process: it knows no batch
+    rerun = handle_batch(_context(job, app_id, rerun_inline), batch, 0)
+    assert rerun["events_inline"] is rerun_writes_events
+    _events_query_batch(spark, job)
+    assert_each_once(spark, tmp_path / "out", ids)
+    assert_events_once(spark, tmp_path / "out")
+
+
 def _run_cli(table: Path, out: Path, ckpt: Path, *extra: str) -> subprocess.Popen:
     cmd = [
         sys.executable, "-m", "gatewatch.cli.main", "run",
@@ -133,5 +222,7 @@ def test_kill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, tmp_pa
     output, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, output[-2000:]
     assert_each_once(spark, out, ids)
+    assert_events_once(spark, out)  # events of the killed run's batches by the events query, the rerun's inline
+    assert '"events_inline": true' in output
     requests, quarantined = landed(spark, out)
     print(f"\nkill drill after the restart: {len(requests)} requests + {len(quarantined)} quarantined, each once")

@@ -18,7 +18,7 @@ from gatewatch.errors import CheckpointLayoutError
 from gatewatch.settings import OutputSettings, Settings, SourceSettings, TriggerSettings
 from gatewatch.streams.job import Job
 from gatewatch.traffic import generate as traffic
-from tests.streams.helpers import assert_each_once, commit, landed
+from tests.streams.helpers import assert_each_once, assert_events_once, commit, landed
 
 ENDPOINTS = ("chat-prod", "support-agent", "search-bot")
 
@@ -151,6 +151,7 @@ def test_kill_a_query_of_three_sources_mid_stream_then_restart_loses_and_duplica
     rerun = _cli("run", "--config", str(config), "--set", "alerts.enabled=false", "--available-now")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert_each_once(spark, tmp_path / "out", ids)
+    assert_events_once(spark, tmp_path / "out")
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
