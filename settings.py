@@ -32,6 +32,8 @@ class SparkSettings(_Frozen):
     """A Spark Connect server (``sc://host:port``) to run on instead of local Spark; ``SPARK_REMOTE`` when unset."""
     class_archive: bool = True
     """Start the JVM from the class-data archive ``gatewatch setup`` made (when there is one): a faster start."""
+    parallel_gc: bool = True
+    """Run the driver's JVM with the parallel garbage collector (unless ``spark.driver.extraJavaOptions`` picks one)."""
 
 
 StartingVersion = int | Literal["earliest", "latest"]

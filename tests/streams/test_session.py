@@ -86,12 +86,30 @@ class TestClassArchive:
         archive = tmp_path / "classes-x.jsa"
         monkeypatch.setattr(S, "class_archive", lambda: archive)
         user = {"spark.driver.extraJavaOptions": "-Dmine=1"}
-        assert S.java_options(SparkSettings(conf=user)) == "-Dmine=1"  # no archive made yet
+        plain = {"parallel_gc": False}
+        assert S.java_options(SparkSettings(conf=user, **plain)) == "-Dmine=1"  # no archive made yet
         archive.write_bytes(b"x")
-        assert S.java_options(SparkSettings(conf=user)) == f"-Dmine=1 -XX:SharedArchiveFile={archive} {S.QUIET_CDS}"
-        assert S.java_options(SparkSettings()) == f"-XX:SharedArchiveFile={archive} {S.QUIET_CDS}"
-        assert S.java_options(SparkSettings(conf=user, class_archive=False)) == "-Dmine=1"
-        assert S.java_options(SparkSettings(class_archive=False)) is None
+        assert S.java_options(SparkSettings(conf=user, **plain)) == (
+            f"-Dmine=1 -XX:SharedArchiveFile={archive} {S.QUIET_CDS}")
+        assert S.java_options(SparkSettings(**plain)) == f"-XX:SharedArchiveFile={archive} {S.QUIET_CDS}"
+        assert S.java_options(SparkSettings(conf=user, class_archive=False, **plain)) == "-Dmine=1"
+        assert S.java_options(SparkSettings(class_archive=False, **plain)) is None
+
+    def test_the_parallel_collector_is_the_default_unless_the_user_picks_a_collector(self, monkeypatch, tmp_path):
+        """``-XX:+UseParallelGC`` goes before the archive; a collector in the user's own options is kept alone."""
+        from gatewatch.settings import SparkSettings
+        from gatewatch.streams import spark as S
+
+        monkeypatch.setattr(S, "class_archive", lambda: None)
+        assert S.java_options(SparkSettings()) == "-XX:+UseParallelGC"
+        assert S.java_options(SparkSettings(conf={"spark.driver.extraJavaOptions": "-Dmine=1"})) == (
+            "-Dmine=1 -XX:+UseParallelGC")
+        g1 = {"spark.driver.extraJavaOptions": "-XX:+UseG1GC -Dmine=1"}
+        assert S.java_options(SparkSettings(conf=g1)) == "-XX:+UseG1GC -Dmine=1"  # two collectors would not start
+        archive = tmp_path / "classes-x.jsa"
+        archive.write_bytes(b"x")
+        monkeypatch.setattr(S, "class_archive", lambda: archive)
+        assert S.java_options(SparkSettings()) == f"-XX:+UseParallelGC -XX:SharedArchiveFile={archive} {S.QUIET_CDS}"
 
     def test_the_archive_is_named_for_this_java_and_pyspark(self, monkeypatch, tmp_path):
         """Another Java runtime or PySpark install means another archive file, not a stale one; no Java, no archive."""
@@ -125,3 +143,4 @@ class TestClassArchive:
         jvm = spark.sparkContext._jvm
         arguments = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
         assert f"-XX:SharedArchiveFile={archive}" in arguments
+        assert "-XX:+UseParallelGC" in arguments  # and runs the parallel collector
