@@ -30,7 +30,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,22 +234,35 @@ def newest_written(spark: SparkSession, target: Table, app_id: str) -> int | Non
     newest marker; for an app id that carries its creation time
     (``new_app_id``), no further back than that time.
     """
+    return next((batch_id for batch_id, _ in app_commits(spark, target, app_id)), None)
+
+
+def app_commits(spark: SparkSession, target: Table, app_id: str) -> Iterator[tuple[int, str]]:
+    """The (batch id, ``userMetadata``) of each append ``app_id`` made to ``target``, newest first.
+
+    Reads the history page after page (``HISTORY_PAGES``) only as far as it
+    is iterated; for an app id that carries its creation time
+    (``new_app_id``), no further back than that time.
+    """
     from pyspark.sql import functions as F
 
     started = app_started_us(app_id)
     floor = None if started is None else started - CLOCK_SKEW_S * 1_000_000
+    seen = 0
     for limit in HISTORY_PAGES:
         rows = (delta_sql.history(spark, target.sql_name, limit)
                 .select(F.unix_micros("timestamp").alias("us"), "userMetadata").collect())
-        for us, text in rows:  # newest first
+        # newest first; a longer page starts with the shorter one's commits (commits made since push them down:
+        # some are seen twice, none is missed)
+        for us, text in rows[seen:]:
             found = read_marker(text)
             if found is not None and found[0] == app_id:
-                return found[1]
+                yield found[1], text
             if floor is not None and us < floor:
-                return None
+                return
         if limit is None or len(rows) < limit:
-            return None
-    return None
+            return
+        seen = len(rows)
 
 
 def may_be_written(target: Table, app_id: str, batch_id: int) -> bool:
@@ -266,24 +279,12 @@ def may_be_written(target: Table, app_id: str, batch_id: int) -> bool:
 def written_marker(spark: SparkSession, target: Table, app_id: str, batch_id: int) -> str | None:
     """The ``userMetadata`` of the commit that appended ``batch_id`` of ``app_id`` to ``target``; None if none did.
 
-    Reads the history newest first, as ``newest_written`` does, and stops at
-    the app's first older batch (batches are appended in order).
+    Reads the app's commits newest first (``app_commits``) down to its
+    first batch not above ``batch_id`` (batches are appended in order).
     """
-    from pyspark.sql import functions as F
-
-    started = app_started_us(app_id)
-    floor = None if started is None else started - CLOCK_SKEW_S * 1_000_000
-    for limit in HISTORY_PAGES:
-        rows = (delta_sql.history(spark, target.sql_name, limit)
-                .select(F.unix_micros("timestamp").alias("us"), "userMetadata").collect())
-        for us, text in rows:  # newest first
-            found = read_marker(text)
-            if found is not None and found[0] == app_id and found[1] <= batch_id:
-                return text if found[1] == batch_id else None
-            if floor is not None and us < floor:
-                return None
-        if limit is None or len(rows) < limit:
-            return None
+    for found, text in app_commits(spark, target, app_id):
+        if found <= batch_id:
+            return text if found == batch_id else None
     return None
 
 
@@ -294,14 +295,12 @@ def versions_with_events(spark: SparkSession, target: Table, versions: set[int])
     ``versions``. A version no longer in the history (older than the log's
     retention) counts as unmarked.
     """
-    from pyspark.sql import functions as F
-
     if not versions:
         return set()
     oldest = min(versions)
     marked: set[int] = set()
     for limit in HISTORY_PAGES:
-        rows = delta_sql.history(spark, target.sql_name, limit).select("version", F.col("userMetadata")).collect()
+        rows = delta_sql.history(spark, target.sql_name, limit).select("version", "userMetadata").collect()
         for version, text in rows:  # newest first
             if version in versions and marks_events(text):
                 marked.add(int(version))
