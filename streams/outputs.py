@@ -237,32 +237,40 @@ def newest_written(spark: SparkSession, target: Table, app_id: str) -> int | Non
     return next((batch_id for batch_id, _ in app_commits(spark, target, app_id)), None)
 
 
-def app_commits(spark: SparkSession, target: Table, app_id: str) -> Iterator[tuple[int, str]]:
-    """The (batch id, ``userMetadata``) of each append ``app_id`` made to ``target``, newest first.
+def history_rows(spark: SparkSession, target: Table) -> Iterator[tuple[int, int, str | None]]:
+    """The (version, commit time in microseconds, ``userMetadata``) of ``target``'s commits, newest first.
 
-    Reads the history page after page (``HISTORY_PAGES``) only as far as it
-    is iterated; for an app id that carries its creation time
-    (``new_app_id``), no further back than that time.
+    Reads the history page after page (``HISTORY_PAGES``), only as far as
+    it is iterated.
     """
     from pyspark.sql import functions as F
 
-    started = app_started_us(app_id)
-    floor = None if started is None else started - CLOCK_SKEW_S * 1_000_000
     seen = 0
     for limit in HISTORY_PAGES:
         rows = (delta_sql.history(spark, target.sql_name, limit)
-                .select(F.unix_micros("timestamp").alias("us"), "userMetadata").collect())
-        # newest first; a longer page starts with the shorter one's commits (commits made since push them down:
-        # some are seen twice, none is missed)
-        for us, text in rows[seen:]:
-            found = read_marker(text)
-            if found is not None and found[0] == app_id:
-                yield found[1], text
-            if floor is not None and us < floor:
-                return
+                .select("version", F.unix_micros("timestamp").alias("us"), "userMetadata").collect())
+        # a longer page starts with the shorter one's commits (commits made since push them down: some are seen
+        # twice, none is missed)
+        yield from ((int(v), us, text) for v, us, text in rows[seen:])
         if limit is None or len(rows) < limit:
             return
         seen = len(rows)
+
+
+def app_commits(spark: SparkSession, target: Table, app_id: str) -> Iterator[tuple[int, str]]:
+    """The (batch id, ``userMetadata``) of each append ``app_id`` made to ``target``, newest first.
+
+    For an app id that carries its creation time (``new_app_id``), no
+    further back than that time (``history_rows``).
+    """
+    started = app_started_us(app_id)
+    floor = None if started is None else started - CLOCK_SKEW_S * 1_000_000
+    for _, us, text in history_rows(spark, target):
+        found = read_marker(text)
+        if found is not None and found[0] == app_id:
+            yield found[1], text
+        if floor is not None and us < floor:
+            return
 
 
 def may_be_written(target: Table, app_id: str, batch_id: int) -> bool:
@@ -295,17 +303,15 @@ def versions_with_events(spark: SparkSession, target: Table, versions: set[int])
     ``versions``. A version no longer in the history (older than the log's
     retention) counts as unmarked.
     """
-    if not versions:
-        return set()
-    oldest = min(versions)
     marked: set[int] = set()
-    for limit in HISTORY_PAGES:
-        rows = delta_sql.history(spark, target.sql_name, limit).select("version", "userMetadata").collect()
-        for version, text in rows:  # newest first
-            if version in versions and marks_events(text):
-                marked.add(int(version))
-        if limit is None or len(rows) < limit or (rows and rows[-1][0] <= oldest):
-            return marked
+    if not versions:
+        return marked
+    oldest = min(versions)
+    for version, _, text in history_rows(spark, target):
+        if version in versions and marks_events(text):
+            marked.add(version)
+        if version <= oldest:
+            break
     return marked
 
 
