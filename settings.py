@@ -34,6 +34,11 @@ class SparkSettings(_Frozen):
     """Start the JVM from the class-data archive ``gatewatch setup`` made (when there is one): a faster start."""
     parallel_gc: bool = True
     """Run the driver's JVM with the parallel garbage collector (unless ``spark.driver.extraJavaOptions`` picks one)."""
+    jit_threshold_scaling: float = Field(4.0, gt=0)
+    """The JIT compiler's thresholds scaled by this (``-XX:CompileThresholdScaling``, unless
+    ``spark.driver.extraJavaOptions`` sets it): a method is compiled after this many times the JVM's default number
+    of calls, so the compiler threads, which otherwise take a core in two through the first minutes, spend less
+    CPU on code that runs a few times. 1: the JVM's default."""
 
 
 StartingVersion = int | Literal["earliest", "latest"]

@@ -6,8 +6,8 @@ id, status, model and token counts with ``get_json_object`` and appends
 them to one Delta table through Delta's own streaming sink (exactly once
 per batch by its checkpoint). No outcome, no streams, no safety filters, no
 quarantine, no alerts: the floor a hand-written job sets. It starts a plain
-JVM, without the class archive ``gatewatch setup`` makes for gatewatch, and the JVM's
-default garbage collector.
+JVM, without the class archive ``gatewatch setup`` makes for gatewatch, with the JVM's
+default garbage collector and JIT thresholds.
 
     python bench/stock_job.py SOURCE OUTPUT CHECKPOINT [FILES_PER_TRIGGER]
 """
@@ -28,9 +28,10 @@ def main(argv: list[str]) -> None:
 
     source, output, checkpoint = argv[:3]
     files = int(argv[3]) if len(argv) > 3 else 1000
-    # a hand-written job starts a plain JVM: no class archive (gatewatch setup makes one for gatewatch), the default GC
+    # a hand-written job starts a plain JVM: no class archive (gatewatch setup makes one for gatewatch), the default
+    # GC and JIT thresholds
     spark = build_spark(SparkSettings(master="local[2]", shuffle_partitions=2, driver_memory="4g", class_archive=False,
-                                      parallel_gc=False),
+                                      parallel_gc=False, jit_threshold_scaling=1),
                         app_name="stock")
     feed = (spark.readStream.format("delta").option("readChangeFeed", "true").option("startingVersion", 0)
             .option("maxFilesPerTrigger", str(files)).load(source))

@@ -86,7 +86,7 @@ class TestClassArchive:
         archive = tmp_path / "classes-x.jsa"
         monkeypatch.setattr(S, "class_archive", lambda: archive)
         user = {"spark.driver.extraJavaOptions": "-Dmine=1"}
-        plain = {"parallel_gc": False}
+        plain = {"parallel_gc": False, "jit_threshold_scaling": 1}
         assert S.java_options(SparkSettings(conf=user, **plain)) == "-Dmine=1"  # no archive made yet
         archive.write_bytes(b"x")
         assert S.java_options(SparkSettings(conf=user, **plain)) == (
@@ -101,15 +101,31 @@ class TestClassArchive:
         from gatewatch.streams import spark as S
 
         monkeypatch.setattr(S, "class_archive", lambda: None)
-        assert S.java_options(SparkSettings()) == "-XX:+UseParallelGC"
-        assert S.java_options(SparkSettings(conf={"spark.driver.extraJavaOptions": "-Dmine=1"})) == (
+        jit = {"jit_threshold_scaling": 1}
+        assert S.java_options(SparkSettings(**jit)) == "-XX:+UseParallelGC"
+        assert S.java_options(SparkSettings(conf={"spark.driver.extraJavaOptions": "-Dmine=1"}, **jit)) == (
             "-Dmine=1 -XX:+UseParallelGC")
         g1 = {"spark.driver.extraJavaOptions": "-XX:+UseG1GC -Dmine=1"}
-        assert S.java_options(SparkSettings(conf=g1)) == "-XX:+UseG1GC -Dmine=1"  # two collectors would not start
+        assert S.java_options(SparkSettings(conf=g1, **jit)) == "-XX:+UseG1GC -Dmine=1"  # two collectors would not start
         archive = tmp_path / "classes-x.jsa"
         archive.write_bytes(b"x")
         monkeypatch.setattr(S, "class_archive", lambda: archive)
-        assert S.java_options(SparkSettings()) == f"-XX:+UseParallelGC -XX:SharedArchiveFile={archive} {S.QUIET_CDS}"
+        assert S.java_options(SparkSettings(**jit)) == (
+            f"-XX:+UseParallelGC -XX:SharedArchiveFile={archive} {S.QUIET_CDS}")
+
+    def test_the_jit_thresholds_are_scaled_unless_the_user_sets_them(self, monkeypatch):
+        """``-XX:CompileThresholdScaling=4`` by default, the setting's value otherwise, none at 1 or when the user's own
+        options set it."""
+        from gatewatch.settings import SparkSettings
+        from gatewatch.streams import spark as S
+
+        monkeypatch.setattr(S, "class_archive", lambda: None)
+        assert S.java_options(SparkSettings()) == "-XX:+UseParallelGC -XX:CompileThresholdScaling=4"
+        assert S.java_options(SparkSettings(jit_threshold_scaling=0.5, parallel_gc=False)) == (
+            "-XX:CompileThresholdScaling=0.5")
+        assert S.java_options(SparkSettings(jit_threshold_scaling=1, parallel_gc=False)) is None
+        own = {"spark.driver.extraJavaOptions": "-XX:CompileThresholdScaling=2"}
+        assert S.java_options(SparkSettings(conf=own, parallel_gc=False)) == "-XX:CompileThresholdScaling=2"
 
     def test_the_archive_is_named_for_this_java_and_pyspark(self, monkeypatch, tmp_path):
         """Another Java runtime or PySpark install means another archive file, not a stale one; no Java, no archive."""
