@@ -342,6 +342,15 @@ def checkpoint_app_id(checkpoint: str, purpose: str = "sink") -> str:
     return app_id
 
 
+REQUESTS_STATS_COLUMNS: tuple[str, ...] = (
+    "databricks_request_id", "request_time", "request_date", "endpoint", "served_entity_id", "requester", "model",
+    "outcome", "status_code", "error_type", "source_table", "source_commit_version",
+)
+"""The requests columns Delta keeps file statistics of (``delta.dataSkippingStatsColumns``): those readers filter by
+and the id a replay's MERGE matches on. Delta's default is the first 32 columns, which also computes them for error
+messages, flags and tokens on every append (100k-row appends in 0.85-0.95 s against 1.15-1.3 s)."""
+
+
 def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, Table]:
     """Create the requests, quarantine and event tables if needed; return them by role."""
     from gatewatch.schemas import QUARANTINE, REQUESTS, SAFETY_EVENTS, TOKEN_EVENTS
@@ -357,8 +366,11 @@ def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, Table]
                "safety_events": SAFETY_EVENTS}
     if not tables["requests"].is_path:
         check_catalog(spark, tables["requests"].ref, "output table")
+    # statistics of the columns readers filter by
+    defaults = {"requests": {"delta.dataSkippingStatsColumns": ",".join(REQUESTS_STATS_COLUMNS)}}
     # requests keeps a change feed: the events query derives the event tables from it (streams.events)
-    extra = {"requests": {"delta.enableChangeDataFeed": "true"}}
-    ensure_tables(spark, [(tables[role], schema, {**o.table_properties(), **extra.get(role, {})})
+    required = {"requests": {"delta.enableChangeDataFeed": "true"}}
+    ensure_tables(spark, [(tables[role], schema,
+                           {**defaults.get(role, {}), **o.table_properties(), **required.get(role, {})})
                           for role, schema in schemas.items()])
     return tables

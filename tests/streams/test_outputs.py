@@ -27,6 +27,26 @@ def test_new_tables_carry_compaction_retention_and_requests_keeps_a_change_feed(
     assert "delta.enableChangeDataFeed" not in _properties(spark, tables["quarantine"])
 
 
+def test_requests_keeps_statistics_of_the_columns_readers_filter_by(spark, tmp_path):
+    """A requests file's statistics cover the listed columns (time, endpoint, id...), not its error messages or
+    tokens."""
+    import json
+
+    settings = Settings(output=OutputSettings(location=str(tmp_path / "out")))
+    tables = out.prepare_outputs(spark, settings)
+    assert _properties(spark, tables["requests"])["delta.dataSkippingStatsColumns"] == ",".join(
+        out.REQUESTS_STATS_COLUMNS)
+    assert "delta.dataSkippingStatsColumns" not in _properties(spark, tables["quarantine"])
+    row = {f.name: None for f in REQUESTS.fields} | {"databricks_request_id": "r1", "endpoint": "chat",
+                                                     "error_message": "boom", "total_tokens": 7}
+    spark.createDataFrame([row], REQUESTS).write.format("delta").mode("append").save(tables["requests"].ref)
+    (path,) = (tmp_path / "out" / "requests" / "_delta_log").glob("*1.json")
+    add = next(json.loads(line)["add"] for line in path.read_text().splitlines() if '"add"' in line)
+    stats = json.loads(add["stats"])
+    assert stats["minValues"]["databricks_request_id"] == "r1" and stats["minValues"]["endpoint"] == "chat"
+    assert "error_message" not in stats["nullCount"] and "total_tokens" not in stats["nullCount"]
+
+
 def test_a_requests_table_of_an_earlier_version_gains_the_new_columns_and_properties(spark, tmp_path):
     """A requests table without today's last column and properties gets both at start, its rows kept."""
     old = StructType(REQUESTS.fields[:-1])
