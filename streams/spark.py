@@ -269,11 +269,10 @@ def java_options(settings: SparkSettings) -> str | None:
     own = settings.conf.get("spark.driver.extraJavaOptions")
     gc = PARALLEL_GC if settings.parallel_gc and not re.search(r"-XX:\+Use\w+GC\b", own or "") else None
     scaling = settings.jit_threshold_scaling
-    jit = (f"{JIT_SCALING}={scaling:g}" if scaling != 1 and JIT_SCALING not in (own or "") else None)
+    jit = f"{JIT_SCALING}={scaling:g}" if scaling != 1 and JIT_SCALING not in (own or "") else None
     archive = class_archive() if settings.class_archive else None
-    if archive is None or not archive.exists():
-        return " ".join(filter(None, (own, gc, jit))) or None
-    return " ".join(filter(None, (own, gc, jit, f"-XX:SharedArchiveFile={archive}", QUIET_CDS)))
+    cds = (f"-XX:SharedArchiveFile={archive}", QUIET_CDS) if archive is not None and archive.exists() else ()
+    return " ".join(filter(None, (own, gc, jit, *cds))) or None
 
 
 def is_connect(spark: Any) -> bool:
