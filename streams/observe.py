@@ -103,6 +103,9 @@ def progress_fields(progress: Mapping[str, Any], index: int = 0) -> dict[str, An
         "batch_duration_ms": progress.get("batchDuration"),
         "processed_version": processed_version(source.get("endOffset")),
     }
+    phases = {k: v for k, v in (progress.get("durationMs") or {}).items() if k != "triggerExecution"}
+    if phases:  # Spark's own steps of the trigger: latestOffset, queryPlanning, addBatch (the batch function), ...
+        fields["spark_ms"] = phases
     if source.get("latestOffset"):
         fields["latest_version"] = processed_version(source.get("latestOffset"))
     return fields

@@ -68,6 +68,11 @@ class TestLag:
             "batch_duration_ms": 2000, "processed_version": 8,
         }
 
+    def test_progress_fields_carry_sparks_steps_of_the_trigger(self):
+        """Spark's own step durations come along (the trigger's total is batch_duration_ms already)."""
+        progress = {**_progress(3, 9), "durationMs": {"triggerExecution": 2000, "latestOffset": 40, "addBatch": 1900}}
+        assert progress_fields(progress)["spark_ms"] == {"latestOffset": 40, "addBatch": 1900}
+
 
 def _observer(tmp_path, latest=(9, T0)):
     table = SimpleNamespace(name="/tables/chat", settings=SimpleNamespace(source_name="chat"))
