@@ -13,6 +13,23 @@ class TestSession:
         assert spark.read.format("delta").load(path).count() == 5
 
 
+    def test_timestamps_are_written_as_int64_microseconds_and_read_back_the_same(self, spark, tmp_path):
+        """Local sessions write Parquet timestamps as INT64 microseconds, not INT96; Spark and delta-rs read the instant."""
+        from datetime import datetime, timezone
+
+        import pyarrow.parquet as pq
+        from deltalake import DeltaTable
+
+        at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=timezone.utc)
+        spark.createDataFrame([(at,)], "at timestamp").coalesce(1).write.format("delta").save(str(tmp_path / "t"))
+        (part,) = (tmp_path / "t").glob("*.parquet")
+        column = pq.ParquetFile(part).schema.column(0)
+        assert column.physical_type == "INT64" and "timeUnit=microseconds" in str(column.logical_type)
+        assert spark.read.format("delta").load(str(tmp_path / "t")).first()[0] == at.replace(tzinfo=None)
+        assert DeltaTable(str(tmp_path / "t")).to_pyarrow_table().column("at")[0].as_py() == at
+        assert spark.conf.get("spark.sql.inMemoryColumnarStorage.compressed") == "false"
+
+
 class _Writer:
     """A stream writer whose first ``start`` calls fail with ``errors`` (what a Spark Connect server answers)."""
 
