@@ -38,7 +38,7 @@ from pyspark.sql import functions as F
 from gatewatch.streams import outputs as out
 from gatewatch.streams.spark import in_parallel
 from gatewatch.transforms import staging as S
-from gatewatch.transforms.events import is_flagged, safety_events, token_events
+from gatewatch.transforms.events import safety_events, token_events
 from gatewatch.schemas import FAILED_EXPECTATION
 from gatewatch.transforms.pipeline import (
     PROCESSED_CHANGE_TYPES,
@@ -353,12 +353,16 @@ def _iso_micros(us: int) -> str:
 
 
 def _event_counts() -> list:
-    """Per-group aggregates: requests with known tokens, flagged safety categories, the latest event time."""
+    """Per-group aggregates: requests with known tokens, flagged safety categories, the latest event time.
+
+    The flags are counted by the parse (``_flagged``): a higher-order function over ``safety_flags`` here is
+    interpreted, row by row, and kept the whole aggregate out of generated code.
+    """
     known = F.col("input_tokens").isNotNull() | F.col("output_tokens").isNotNull() | F.col("total_tokens").isNotNull()
     return [
         F.max(F.unix_micros("request_time")).alias("event_time_us"),
         F.count(F.when(known, F.lit(1))).alias("token_events"),
-        F.sum(F.coalesce(F.size(F.filter("safety_flags", is_flagged)), F.lit(0))).alias("safety_events"),
+        F.sum(F.coalesce(F.col("_flagged"), F.lit(0))).alias("safety_events"),
     ]
 
 

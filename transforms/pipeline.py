@@ -48,7 +48,7 @@ def parse_inference_rows() -> Transform:
     Reads: the CANONICAL_INPUT columns.
     Adds: every parsed requests column, ``parser``, ``parser_version``,
     ``quarantine_reason`` and the helper columns ``_req_invalid`` /
-    ``_resp_invalid``. The built-in parsers run in the Arrow parse
+    ``_resp_invalid`` and ``_flagged``. The built-in parsers run in the Arrow parse
     (``transforms.rows``); shape parsers then claim unknown shapes.
     """
 

@@ -29,6 +29,7 @@ from gatewatch.errors import ParserRegistrationError
 from gatewatch.schemas import OUTCOMES, PARSED_COLUMNS, REQUESTS
 from gatewatch.transforms import staging as S
 from gatewatch.transforms import variant as V
+from gatewatch.transforms.events import is_flagged
 
 RowFn = Callable[[Any], dict[str, Any]]
 ColumnsFn = Callable[[], dict[str, Column]]
@@ -169,7 +170,9 @@ def _shape_steps() -> list[S.Step]:
         S.with_columns({"_chunks": V.items(F.col("_resp"))}),
         S.with_columns({"_claimed_by": claimed_by}),
         S.with_columns(parsed),
-        S.with_columns({"parser": name, "parser_version": label}),
+        S.with_columns({"parser": name, "parser_version": label,
+                        "_flagged": F.when(F.col("_claimed_by").isNotNull(),
+                                           F.size(F.filter("safety_flags", is_flagged))).otherwise(F.col("_flagged"))}),
         S.with_columns(
             {
                 "outcome": F.when(resolved, F.col("outcome")),
@@ -190,8 +193,8 @@ def dispatch_shapes(df: DataFrame) -> DataFrame:
 
     Reads: the parsed columns, ``quarantine_reason``, ``request`` and
     ``response``. Updates, for the rows a shape parser claims: every parsed
-    requests column, ``parser``, ``parser_version``, ``outcome`` and
-    ``quarantine_reason``. Without shape parsers it returns ``df`` as it is.
+    requests column, ``parser``, ``parser_version``, ``outcome``,
+    ``quarantine_reason`` and ``_flagged``. Without shape parsers it returns ``df`` as it is.
     The columns are rebuilt when a shape parser is registered or removed.
     """
     if not SHAPE_PARSERS:

@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import BooleanType, StringType, StructField, StructType
+from pyspark.sql.types import BooleanType, IntegerType, StringType, StructField, StructType
 
 from gatewatch.schemas import PARSED_COLUMNS, REQUESTS
 from gatewatch.transforms.fields import Row
@@ -49,9 +49,11 @@ PARSE_OUTPUT = StructType(
         StructField("parser_version", StringType()),
         StructField("_req_invalid", BooleanType()),
         StructField("_resp_invalid", BooleanType()),
+        StructField("_flagged", IntegerType()),
     ]
 )
-"""The columns the parse adds; ``_req_invalid``/``_resp_invalid`` say a payload was present but not JSON."""
+"""The columns the parse adds; ``_req_invalid``/``_resp_invalid`` say a payload was present but not JSON,
+``_flagged`` counts the row's flags that make safety events (``transforms.events.is_flagged``)."""
 
 _INPUT = ("request", "response", "status_code", "logging_error_codes")
 _OUTPUT_NAMES = tuple(f.name for f in PARSE_OUTPUT.fields)
@@ -95,6 +97,8 @@ def parse_values(
             parsed = parse_row(Row(payload, classify(payload, status, codes), status), parsers)
             parsed["_req_invalid"] = payload.req_invalid
             parsed["_resp_invalid"] = payload.resp_invalid
+            # filtered or detected, as transforms.events.is_flagged: counted here, not by a Spark higher-order function
+            parsed["_flagged"] = sum(1 for f in parsed["safety_flags"] or () if f["filtered"] or f["detected"])
             rows.append(parsed)
         columns = _columns(rows)
         # The row dicts go before the collector resumes: its first pass then walks the columns only.
@@ -206,7 +210,8 @@ def with_parsed_rows(version_tag: str, parsers: Mapping[str, Parser]) -> Transfo
     Adds: every parsed requests column (``schemas.PARSED_COLUMNS``),
     ``quarantine_reason`` (``json_parse_error`` | ``unknown_shape`` | null),
     ``parser``, ``parser_version`` (``version_tag``, every registered parser,
-    on rows no parser took) and ``_req_invalid`` / ``_resp_invalid``.
+    on rows no parser took), ``_req_invalid`` / ``_resp_invalid`` and
+    ``_flagged``.
     ``parsers`` (outcome to parser) travels to the Python workers with the
     function, so a worker needs no registration of its own.
     """

@@ -35,8 +35,16 @@ def test_parse_output_equals_the_golden_rows():
     names = sorted(out)
     assert len(golden) > 1500 and {g["output"]["outcome"] for g in golden} >= {"predict_ok", "stream_ok", "error"}
     for i, g in enumerate(golden):
-        got = orjson.loads(orjson.dumps({k: out[k][i] for k in names}))
+        got = orjson.loads(orjson.dumps({k: out[k][i] for k in names if k != "_flagged"}))
         assert got == g["output"], g["input"]["name"]
+
+
+def test_the_flag_count_is_that_of_the_golden_rows_flags():
+    """``_flagged`` (added after the golden rows were recorded) counts each row's filtered or detected flags."""
+    golden = _golden()
+    out = parse_values(*([g["input"][k] for g in golden] for k in _INPUT))
+    expected = [sum(1 for f in g["output"]["safety_flags"] or () if f["filtered"] or f["detected"]) for g in golden]
+    assert out["_flagged"] == expected and sum(expected) > 100 and max(expected) > 1
 
 
 def _spark_parse(spark, golden: list[dict[str, Any]]) -> list[dict[str, Any]]:
