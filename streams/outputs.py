@@ -237,8 +237,8 @@ def newest_written(spark: SparkSession, target: Table, app_id: str) -> int | Non
     return next((batch_id for batch_id, _ in app_commits(spark, target, app_id)), None)
 
 
-def history_rows(spark: SparkSession, target: Table) -> Iterator[tuple[int, int, str | None]]:
-    """The (version, commit time in microseconds, ``userMetadata``) of ``target``'s commits, newest first.
+def history_rows(spark: SparkSession, target: Table) -> Iterator[tuple[int, int, str | None, str]]:
+    """The (version, commit time in microseconds, ``userMetadata``, operation) of ``target``'s commits, newest first.
 
     Reads the history page after page (``HISTORY_PAGES``), only as far as
     it is iterated.
@@ -248,10 +248,10 @@ def history_rows(spark: SparkSession, target: Table) -> Iterator[tuple[int, int,
     seen = 0
     for limit in HISTORY_PAGES:
         rows = (delta_sql.history(spark, target.sql_name, limit)
-                .select("version", F.unix_micros("timestamp").alias("us"), "userMetadata").collect())
+                .select("version", F.unix_micros("timestamp").alias("us"), "userMetadata", "operation").collect())
         # a longer page starts with the shorter one's commits (commits made since push them down: some are seen
         # twice, none is missed)
-        yield from ((int(v), us, text) for v, us, text in rows[seen:])
+        yield from ((int(v), us, text, operation) for v, us, text, operation in rows[seen:])
         if limit is None or len(rows) < limit:
             return
         seen = len(rows)
@@ -265,7 +265,7 @@ def app_commits(spark: SparkSession, target: Table, app_id: str) -> Iterator[tup
     """
     started = app_started_us(app_id)
     floor = None if started is None else started - CLOCK_SKEW_S * 1_000_000
-    for _, us, text in history_rows(spark, target):
+    for _, us, text, _ in history_rows(spark, target):
         found = read_marker(text)
         if found is not None and found[0] == app_id:
             yield found[1], text
@@ -296,9 +296,17 @@ def written_marker(spark: SparkSession, target: Table, app_id: str, batch_id: in
     return None
 
 
-def versions_with_events(spark: SparkSession, target: Table, versions: set[int]) -> set[int]:
+NO_ROW_CHANGES = frozenset({"CREATE TABLE", "SET TBLPROPERTIES", "UNSET TBLPROPERTIES", "OPTIMIZE", "VACUUM START",
+                            "VACUUM END"})
+"""Delta operations whose commits add, remove or change no row (their change feed is empty)."""
+
+
+def versions_with_events(spark: SparkSession, target: Table, versions: set[int], *,
+                         or_no_rows: bool = False) -> set[int]:
     """Which of ``versions`` of ``target`` are commits marked ``events`` (``batch_marker``): their batch wrote their events.
 
+    With ``or_no_rows``, also those whose operation changes no row
+    (``NO_ROW_CHANGES``: the table's creation, its properties, compaction).
     Reads the history newest first, page after page, down to the oldest of
     ``versions``. A version no longer in the history (older than the log's
     retention) counts as unmarked.
@@ -307,8 +315,8 @@ def versions_with_events(spark: SparkSession, target: Table, versions: set[int])
     if not versions:
         return marked
     oldest = min(versions)
-    for version, _, text in history_rows(spark, target):
-        if version in versions and marks_events(text):
+    for version, _, text, operation in history_rows(spark, target):
+        if version in versions and (marks_events(text) or (or_no_rows and operation in NO_ROW_CHANGES)):
             marked.add(version)
         if version <= oldest:
             break

@@ -95,12 +95,20 @@ def offsets_of(checkpoint: str) -> list[dict] | None:
     if not folder.is_dir():
         return None
     for batch in sorted((int(f.name) for f in folder.iterdir() if f.name.isdigit()), reverse=True):
-        lines = (folder / str(batch)).read_text().splitlines()
-        try:
-            return [json.loads(line) if line.strip() not in ("", "-") else {} for line in lines[2:]]
-        except ValueError:
-            continue
+        found = batch_offsets(checkpoint, batch)
+        if found is not None:
+            return found
     return None
+
+
+def batch_offsets(checkpoint: str, batch_id: int) -> list[dict] | None:
+    """Each source's end offset of batch ``batch_id`` in a local checkpoint (None: no such file, or not readable)."""
+    file = Path(checkpoint.removeprefix("file:")) / "offsets" / str(batch_id)
+    try:
+        lines = file.read_text().splitlines()
+        return [json.loads(line) if line.strip() not in ("", "-") else {} for line in lines[2:]]
+    except (OSError, ValueError):
+        return None
 
 
 def replaced_source(spark: SparkSession, group: QueryGroup) -> int | None:

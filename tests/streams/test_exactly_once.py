@@ -132,6 +132,43 @@ def test_an_available_now_batch_writes_its_events_once_and_the_events_query_skip
     assert_events_once(spark, tmp_path / "out")
 
 
+def test_the_events_query_reads_no_change_after_an_available_now_run_and_reads_a_running_jobs(spark, tmp_path):
+    """Its batch after an available-now run finds its versions (from its offsets) marked and reads nothing;
+    after a running job, whose requests commits leave the events to it, it reads them."""
+    import structlog
+
+    from gatewatch.streams.events import batch_versions, query_context
+
+    table, out, ckpt = tmp_path / "chat", tmp_path / "out", tmp_path / "ckpt"
+    traffic.create_inference_table(spark, str(table))
+    ids = commit(spark, table, traffic.generate(40, seed=151))
+    job = Job(spark, settings_for(table, out, ckpt, mode="available_now"))
+    with structlog.testing.capture_logs() as logs:
+        job.start().wait()
+    [skipped] = [e for e in logs if e["event"] == "events_batch"]
+    assert (skipped["read"], skipped["requests"]) == (False, 0) and skipped["skipped_commits"] >= 1
+    requests = job.tables["requests"]
+    written = {int(r[0]) for r in spark.sql(f"DESCRIBE HISTORY {requests.sql_name}").where("operation = 'WRITE'")
+               .select("version").collect()}
+    assert len(written) == 1 and written <= set(batch_versions(query_context(job.settings, job.tables,
+                                                                             job.events_start), 0))
+    assert_each_once(spark, out, ids)
+    assert_events_once(spark, out)
+
+    ids |= commit(spark, table, traffic.generate(40, seed=152))
+    with structlog.testing.capture_logs() as logs:
+        running = Job(spark, settings_for(table, out, ckpt)).start()
+        try:
+            running.running[0].query.processAllAvailable()
+            running.flush_events()
+        finally:
+            running.stop()
+    read = [e for e in logs if e["event"] == "events_batch" and e["requests"]]
+    assert read and all(e["read"] for e in read)
+    assert_each_once(spark, out, ids)
+    assert_events_once(spark, out)
+
+
 @pytest.mark.parametrize(("first_inline", "failing", "rerun_inline", "rerun_writes_events"), [
     (True, "events", False, True),     # requests marked, events lost: the rerun of a running job writes them
     (True, "requests", False, True),   # events written, requests lost: the rerun marks its requests commit
