@@ -24,8 +24,8 @@ serialises them). It is a batch stage (``streams.batch``):
    neither lost nor re-fired. Delivery is at least once: a crash after a
    send and before the outbox append sends it again.
 3. **After the writes** (``after_writes``), when the running counts could
-   not be trusted before them (the first batch of a run, the batch after a
-   failure, a batch that replaced rows by MERGE, or every
+   not be trusted before them (the first batch of a run whose tables
+   already held rows, the batch after a failure, a batch that replaced rows by MERGE, or every
    ``alerts.recount_interval_s``), it counts every rule's windows from the
    tables instead, then decides, sends and records as above.
 
@@ -217,7 +217,9 @@ class Alerting:
         self.courier = Courier(self.tables, self.sinks, self.targets, clock)
         self.courier.load_last_sent(spark, self.firing)
         self.heavy: dict[str, bool] = {}  # rules aggregated by Spark (see ``count``)
-        self.cells: dict[str, D.Cells] | None = None  # running counts; None: recount after the next writes
+        # running counts; None: recount after the next writes. Tables without a timed row (a first run) count
+        # nothing, so the first batch adds its rows to zero alongside its writes instead of recounting after them
+        self.cells: dict[str, D.Cells] | None = {name: {} for name in self.rules} if max_us is None else None
         self.generation = 0  # bumped by every recount
         self.recounted_at = time.monotonic()
         self.reload = False  # reload the state before the next batch (a batch failed)
@@ -237,9 +239,12 @@ class Alerting:
     # ------------------------------------------------------------------ start-up state
 
     def _load_clock(self) -> int | None:
-        """The latest ``request_time`` in requests and quarantine, in microseconds."""
-        times = [self.tables[role].read(self.spark).select("request_time") for role in ("requests", "quarantine")]
-        return times[0].unionByName(times[1]).agg(F.max(F.unix_micros("request_time"))).first()[0]
+        """The latest ``request_time`` in requests and quarantine, in microseconds (None: they hold no row)."""
+        times = [self.tables[role].read(self.spark).select("request_time") for role in ("requests", "quarantine")
+                 if self.tables[role].holds_rows(self.spark)]
+        if not times:
+            return None
+        return functools.reduce(DataFrame.unionByName, times).agg(F.max(F.unix_micros("request_time"))).first()[0]
 
     def _reload_if_due(self) -> None:
         """After a failed batch: the alert state and the last sends again from the tables (under ``lock``)."""
@@ -500,10 +505,10 @@ class Alerting:
         try:
             with self.record_lock:
                 if ticket.rows:
-                    out.append(spark.createDataFrame(ticket.rows, ALERT_OUTBOX), self.tables["outbox"],
+                    out.append(out.local_rows(spark, ticket.rows, ALERT_OUTBOX), self.tables["outbox"],
                                ticket.app_id, ticket.batch_id)
                 if ticket.transitions and self.extra_tables:
-                    history = spark.createDataFrame([alert_row(a, ticket.now) for a in ticket.transitions], ALERTS)
+                    history = out.local_rows(spark, [alert_row(a, ticket.now) for a in ticket.transitions], ALERTS)
                     for table in self.extra_tables:
                         out.append(history, table, ticket.app_id, ticket.batch_id)
                 if ticket.entries is not None:

@@ -113,6 +113,8 @@ class Courier:
             del self.last_sent[key]
 
     def _read_pending(self, spark: SparkSession) -> list[OutboxEntry]:
+        if self.pending is None and not self.tables["outbox"].holds_rows(spark):  # not read yet: a new outbox
+            return []
         rows = (
             self.tables["outbox"].read(spark).where(F.col("delivery_status") == "pending")
             .orderBy("created_at", "event_id", "sink").collect()
@@ -215,7 +217,7 @@ class Courier:
     def record(self, spark: SparkSession, records: Sequence[dict[str, Any]]) -> None:
         """Append delivery attempt records to the deliveries table."""
         if records:
-            append_plain(spark.createDataFrame(list(records), ALERT_DELIVERIES), self.tables["deliveries"])
+            append_plain(out.local_rows(spark, records, ALERT_DELIVERIES), self.tables["deliveries"])
 
     def _write_results(self, spark: SparkSession, records: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
         self.record(spark, records)
@@ -223,7 +225,7 @@ class Courier:
             schema = StructType([ALERT_OUTBOX[c] for c in ("event_id", "sink", "delivery_status", "attempts",
                                                            "delivered_at", "last_error")])
             self.tables["outbox"].merge(
-                spark.createDataFrame(updates, schema), "t.event_id = s.event_id AND t.sink = s.sink",
+                out.local_rows(spark, updates, schema), "t.event_id = s.event_id AND t.sink = s.sink",
                 matched=update_set(("delivery_status", "attempts", "delivered_at", "last_error")), not_matched=None)
 
     def due(self, firing: Mapping[str, Alert]) -> bool:

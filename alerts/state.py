@@ -48,7 +48,7 @@ def alert_row(alert: Alert, now: datetime) -> dict[str, Any]:
 
 def merge_rows(spark: SparkSession, table: out.Table, rows: Sequence[dict[str, Any]]) -> None:
     """Upsert alert rows by dedup key; a row replaces one no newer than itself (so a repeat changes nothing)."""
-    table.merge(spark.createDataFrame(list(rows), ALERTS), "t.dedup_key = s.dedup_key",
+    table.merge(out.local_rows(spark, rows, ALERTS), "t.dedup_key = s.dedup_key",
                 matched_condition="s.updated_at >= t.updated_at")
 
 
@@ -59,7 +59,8 @@ def load_state(spark: SparkSession, tables: Mapping[str, out.Table]) -> dict[str
     them) are merged now.
     """
     newest = {r["dedup_key"]: (r["updated_at"], r["alert"], True)
-              for r in tables["alerts"].read(spark).select("dedup_key", "updated_at", "alert").collect()}
+              for r in (tables["alerts"].read(spark).select("dedup_key", "updated_at", "alert").collect()
+                        if tables["alerts"].holds_rows(spark) else [])}
     latest = (
         tables["outbox"].read(spark)
         .withColumn("_n", F.row_number().over(Window.partitionBy("dedup_key")
@@ -67,7 +68,7 @@ def load_state(spark: SparkSession, tables: Mapping[str, out.Table]) -> dict[str
         .where(F.col("_n") == 1)
         .select("dedup_key", "created_at", "alert")
         .collect()
-    )
+    ) if tables["outbox"].holds_rows(spark) else []
     for r in latest:
         known = newest.get(r["dedup_key"])
         if known is None or r["created_at"] > known[0]:

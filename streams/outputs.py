@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import structlog
@@ -63,6 +64,14 @@ class Table:
     def merge(self, rows: DataFrame, on: str, **actions: str | None) -> None:
         """``MERGE INTO`` this table ``t`` from ``rows`` ``s`` (``delta_sql.merge``'s actions)."""
         delta_sql.merge(rows, self.sql_name, on, **actions)
+
+    def holds_rows(self, spark: SparkSession) -> bool:
+        """False when the table has no data file (``DESCRIBE DETAIL``: read from its log, no Spark job).
+
+        A table created empty holds none: reading it to learn so costs a job
+        (at a job's start, before its code is warm, 0.3-5 s each).
+        """
+        return (delta_sql.detail(spark, self.sql_name)["numFiles"] or 0) > 0
 
     def latest_version(self, spark: SparkSession) -> int:
         """The table's latest version."""
@@ -147,6 +156,16 @@ def ensure_tables(spark: SparkSession, tables: Sequence[tuple[Table, StructType,
 
     in_parallel(spark, *(functools.partial(ensure_table, spark, target, schema, properties)
                          for target, schema, properties in tables), name="gatewatch-tables")
+
+
+def local_rows(spark: SparkSession, rows: Sequence[Any], schema: StructType) -> DataFrame:
+    """A few rows made on the driver (alert records, outbox entries), in one partition: written as one file.
+
+    Made in the session's default parallelism, they went out as two files a
+    commit, and Delta's auto compaction rewrote each such commit of the
+    alert tables at once (an OPTIMIZE per table on a job's first alert).
+    """
+    return spark.createDataFrame(list(rows), schema).coalesce(1)
 
 
 ROWS_PER_FILE = 200_000

@@ -151,6 +151,32 @@ class TestOutbox:
 
 
 class TestRestart:
+    def test_a_first_runs_first_batch_counts_alongside_its_writes_and_a_restarted_one_recounts(self, spark, tmp_path,
+                                                                                               hook):
+        """Tables without a row count nothing, so a first run's first batch adds its rows to zero (and fires);
+        the first batch of a job restarted over tables with rows counts from them after its writes."""
+        traffic.create_inference_table(spark, str(tmp_path / "chat"))
+        seen: list[dict] = []
+        first = Job(spark, settings_for(tmp_path, hook.url), on_metrics=seen.append).start()
+        try:
+            commit(spark, tmp_path, calm(1, 0) + spike(2, 10), first)
+        finally:
+            first.stop()
+        assert [m["alerts"]["recounted"] for m in seen if m.get("rows")] == [False]
+        assert [(a["rule"], a["status"]) for a in hook.answered(200)] == [("content_filter_spike", "firing")]
+        for name in ("alert_outbox", "alert_deliveries", "alerts"):  # one file a commit: nothing to compact
+            commits = spark.sql(f"DESCRIBE HISTORY delta.`{tmp_path / 'out' / name}`").collect()
+            assert [c["operation"] for c in commits][::-1] == ["CREATE TABLE", "MERGE" if name == "alerts" else "WRITE"]
+            assert table(spark, tmp_path, name).inputFiles() and len(table(spark, tmp_path, name).inputFiles()) == 1
+        seen.clear()
+        again = Job(spark, settings_for(tmp_path, hook.url), on_metrics=seen.append).start()
+        try:
+            commit(spark, tmp_path, spike(3, 10.5), again)
+        finally:
+            again.stop()
+        assert [m["alerts"]["recounted"] for m in seen if m.get("rows")] == [True]
+        assert [m["alerts"]["firing"] for m in seen if m.get("rows")] == [1]
+
     def test_a_restart_neither_refires_nor_loses_the_alert(self, spark, tmp_path, hook):
         """Fired while the sink was unreachable, the alert goes out when the restarted job starts, once; it resolves once.
 
