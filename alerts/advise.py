@@ -26,9 +26,11 @@ says so once. The engine calls ``Advisor.tick`` on its delivery tick;
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -205,10 +207,25 @@ def sdk_lookup(client: Any) -> Lookup:
 
 
 def default_lookup() -> Lookup:
-    """A lookup with the default Databricks credentials (environment or profile); raises when there are none."""
+    """A lookup with the default Databricks credentials (environment or profile); raises when there are none.
+
+    Without any ``DATABRICKS_*`` (or Azure ``ARM_*``) variable and without a
+    config file, databricks-sdk finds no workspace to talk to: that is said
+    without importing it (its import alone took 2 s of the job's CPU).
+    """
+    if not could_authenticate():
+        raise ValueError("no Databricks workspace: no DATABRICKS_* variable, no config file "
+                         f"({os.environ.get('DATABRICKS_CONFIG_FILE') or '~/.databrickscfg'})")
     from databricks.sdk import WorkspaceClient
 
     return sdk_lookup(WorkspaceClient())
+
+
+def could_authenticate() -> bool:
+    """Whether databricks-sdk's default credentials may find a workspace: a variable or a config file names one."""
+    if any(name.startswith(("DATABRICKS_", "ARM_")) for name in os.environ):
+        return True
+    return Path(os.environ.get("DATABRICKS_CONFIG_FILE") or "~/.databrickscfg").expanduser().is_file()
 
 
 class Advisor:
@@ -319,7 +336,7 @@ class Advisor:
                     alerting.courier.forget(alert.dedup_key)
             alerting.courier.pending = None  # batches queue behind these entries until the pass below
         if entries:
-            out.append(spark.createDataFrame([e.row() for e in entries], ALERT_OUTBOX), self.tables["outbox"],
+            out.append(out.local_rows(spark, [e.row() for e in entries], ALERT_OUTBOX), self.tables["outbox"],
                        APP_ID, int(now.timestamp() * 1000))
         alerting.deliver(spark, safe=True)
         alerting.state.put(list(transitions), now)

@@ -225,6 +225,25 @@ def test_without_credentials_the_advisory_is_off_and_says_so_once(spark, job_tab
     assert advisor.off
 
 
+def test_without_a_workspace_variable_or_config_file_the_sdk_is_not_asked(monkeypatch, tmp_path):
+    """No DATABRICKS_* variable and no config file: nothing could authenticate, the lookup says so at once."""
+    import os
+
+    from gatewatch.alerts.advise import could_authenticate, default_lookup
+
+    for name in [n for n in os.environ if n.startswith(("DATABRICKS_", "ARM_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert not could_authenticate()
+    with pytest.raises(ValueError, match="no Databricks workspace"):
+        default_lookup()
+    (tmp_path / ".databrickscfg").write_text("[DEFAULT]\nhost = http://127.0.0.1:9\ntoken = t\n")
+    assert could_authenticate()
+    (tmp_path / ".databrickscfg").unlink()
+    monkeypatch.setenv("DATABRICKS_HOST", "http://127.0.0.1:9")
+    assert could_authenticate()
+
+
 def test_an_endpoint_that_no_longer_exists_resolves_its_alerts(spark, job_tables, api):
     """An endpoint the API answers 404 for has no served entities left: its firing advisory alerts resolve."""
     settings, tables = job_tables
