@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -217,7 +217,7 @@ class Courier:
     def record(self, spark: SparkSession, records: Sequence[dict[str, Any]]) -> None:
         """Append delivery attempt records to the deliveries table."""
         if records:
-            append_plain(out.local_rows(spark, records, ALERT_DELIVERIES), self.tables["deliveries"])
+            out.append_plain(out.local_rows(spark, records, ALERT_DELIVERIES), self.tables["deliveries"])
 
     def _write_results(self, spark: SparkSession, records: list[dict[str, Any]], updates: list[dict[str, Any]]) -> None:
         self.record(spark, records)
@@ -239,11 +239,3 @@ class Courier:
             for alert in list(firing.values())
             for name in self.targets(alert.rule)
         )
-
-
-def append_plain(df: DataFrame, target: out.Table) -> None:
-    """A plain append (delivery records are not tied to a micro-batch)."""
-    writer = df.write.format("delta").mode("append")
-    writer.save(target.ref) if target.is_path else writer.saveAsTable(target.ref)
-
-

@@ -47,9 +47,17 @@ def alert_row(alert: Alert, now: datetime) -> dict[str, Any]:
 
 
 def merge_rows(spark: SparkSession, table: out.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Upsert alert rows by dedup key; a row replaces one no newer than itself (so a repeat changes nothing)."""
-    table.merge(out.local_rows(spark, rows, ALERTS), "t.dedup_key = s.dedup_key",
-                matched_condition="s.updated_at >= t.updated_at")
+    """Upsert alert rows by dedup key; a row replaces one no newer than itself (so a repeat changes nothing).
+
+    ``rows`` hold one row per key. Into a table without a row they are
+    appended: nothing can match, and a MERGE (its join, two jobs and its
+    planning) took seconds of a job's first alert. A repeat then merges.
+    """
+    frame = out.local_rows(spark, rows, ALERTS)
+    if not table.holds_rows(spark):
+        out.append_plain(frame, table)
+        return
+    table.merge(frame, "t.dedup_key = s.dedup_key", matched_condition="s.updated_at >= t.updated_at")
 
 
 def load_state(spark: SparkSession, tables: Mapping[str, out.Table]) -> dict[str, Alert]:

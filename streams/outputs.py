@@ -168,6 +168,12 @@ def local_rows(spark: SparkSession, rows: Sequence[Any], schema: StructType) -> 
     return spark.createDataFrame(list(rows), schema).coalesce(1)
 
 
+def append_plain(df: DataFrame, target: Table) -> None:
+    """A plain append, tied to no micro-batch (delivery records; alert state into a table without a row)."""
+    writer = df.write.format("delta").mode("append")
+    writer.save(target.ref) if target.is_path else writer.saveAsTable(target.ref)
+
+
 ROWS_PER_FILE = 200_000
 """An append of at most this many rows is written as one file (fewer small files to compact)."""
 
