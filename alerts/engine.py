@@ -25,9 +25,10 @@ serialises them). It is a batch stage (``streams.batch``):
    send and before the outbox append sends it again.
 3. **After the writes** (``after_writes``), when the running counts could
    not be trusted before them (the first batch of a run whose tables
-   already held rows, the batch after a failure, a batch that replaced rows by MERGE, or every
-   ``alerts.recount_interval_s``), it counts every rule's windows from the
-   tables instead, then decides, sends and records as above.
+   already held rows, the batch after a failure, a batch that replaced
+   rows by MERGE, or every ``alerts.recount_interval_s``), it counts every
+   rule's windows from the tables instead, then decides, sends and records
+   as above.
 
 A failed batch drops the running counts and reloads the firing alerts
 (``load_state``), so its retry recounts from the tables. The state, the
