@@ -240,7 +240,8 @@ def count_table(i: int, rule: AlertRule, scanned: pa.Table, max_time: datetime) 
     each row is expanded into the windows holding it (one vectorised pass per
     window offset) and the cells are Arrow group-by aggregates, so a batch
     of 100k rows counts in a fraction of a second instead of a Python loop
-    over every row and window.
+    over every row and window. A row with an ``n`` column stands for ``n``
+    rows (``alerts.batch_counts``: its ``amount_<i>`` is their sum).
     """
     w, s = rule.window_s * US, rule.slide_s * US
     taken = scanned.filter(pc.fill_null(scanned.column(f"in_{i}"), False))
@@ -250,9 +251,12 @@ def count_table(i: int, rule: AlertRule, scanned: pa.Table, max_time: datetime) 
     k_top = t // s
     k_low = np.maximum((t - w) // s + 1, _k_first(rule, max_time))
     keys = [f"g_{k}" for k in rule.group_by]
+    n = (pc.cast(taken.column("n"), pa.int64()) if "n" in taken.column_names
+         else pa.array(np.ones(taken.num_rows, dtype=np.int64)))
     base = {
         **{name: taken.column(name) for name in keys},
-        "hit": pc.cast(pc.fill_null(taken.column(f"hit_{i}"), False), pa.int64()),
+        "n": n,
+        "hit": pc.multiply(pc.cast(pc.fill_null(taken.column(f"hit_{i}"), False), pa.int64()), n),
         "amount": pc.fill_null(pc.cast(taken.column(f"amount_{i}"), pa.float64()), 0.0),
         "sample": taken.column(f"sample_{i}"),
     }
@@ -261,20 +265,21 @@ def count_table(i: int, rule: AlertRule, scanned: pa.Table, max_time: datetime) 
         keep = k_top - offset >= k_low
         if keep.any():
             mask = pa.array(keep)
-            pieces.append(pa.table({**{n: pc.filter(c, mask) for n, c in base.items()},
+            pieces.append(pa.table({**{name: pc.filter(c, mask) for name, c in base.items()},
                                     "k": pa.array((k_top - offset)[keep])}))
     if not pieces:
         return {}
     expanded = pa.concat_tables(pieces)
-    counted = expanded.group_by([*keys, "k"]).aggregate([([], "count_all"), ("hit", "sum"), ("amount", "sum")])
+    counted = expanded.group_by([*keys, "k"]).aggregate([("n", "sum"), ("hit", "sum"), ("amount", "sum")])
     cells: Cells = {}
     for row in counted.to_pylist():
-        cells[(_scan_group(rule, row), row["k"])] = [row["count_all"], int(row["hit_sum"] or 0), float(row["amount_sum"] or 0.0), {}]
+        cells[(_scan_group(rule, row), row["k"])] = [int(row["n_sum"]), int(row["hit_sum"] or 0),
+                                                      float(row["amount_sum"] or 0.0), {}]
     with_sample = expanded.filter(pc.is_valid(expanded.column("sample")))
     if with_sample.num_rows:
-        for row in with_sample.group_by([*keys, "k", "sample"]).aggregate([([], "count_all")]).to_pylist():
+        for row in with_sample.group_by([*keys, "k", "sample"]).aggregate([("n", "sum")]).to_pylist():
             if row["sample"]:
-                cells[(_scan_group(rule, row), row["k"])][3][row["sample"]] = row["count_all"]
+                cells[(_scan_group(rule, row), row["k"])][3][row["sample"]] = int(row["n_sum"])
     return cells
 
 

@@ -9,8 +9,9 @@ serialises them). It is a batch stage (``streams.batch``):
    rule's running counts per group and window (``alert_decision`` cells),
    decides the fire/resolve transitions against the firing alerts and,
    when nothing older waits in the outbox, sends them at once. The counts
-   come from the batch's own rows, so an alert does not wait for the
-   batch's writes nor re-read the tables.
+   come from the batch's own rows (``batch_counts``: aggregated by Spark
+   per time bucket, so a few rows per group reach the driver), so an alert
+   does not wait for the batch's writes nor re-read the tables.
 2. **Then, still alongside the writes**, it records the
    transitions: appended to the outbox, one row per sink, with how the send
    went (``delivered``, ``failed`` when the sink said the request can never
@@ -330,18 +331,18 @@ class Alerting:
             if self.cells is None or replaces_rows or self._recount_due() or self.max_us is None:
                 return ticket
             ticket.evaluated = True
-        ticket.writes.append(functools.partial(self._evaluate_batch, ticket, parsed.sparkSession, frames,
-                                               metrics["rows"]))
+        ticket.writes.append(functools.partial(self._evaluate_batch, ticket, parsed.sparkSession, frames))
         return ticket
 
-    def _evaluate_batch(self, ticket: Ticket, spark: SparkSession, frames: Mapping[str, DataFrame],
-                        rows: int) -> None:
+    def _evaluate_batch(self, ticket: Ticket, spark: SparkSession, frames: Mapping[str, DataFrame]) -> None:
         """Add a batch's rows to the running counts, decide and send; then record, as the ticket's first write.
 
         Runs alongside the batch's output writes: the alert waits for its
         rows' count, not for their commit.
         """
         started = time.monotonic()
+        rules = list(self.rules.values())
+        counts = A.batch_counts(frames, rules).toArrow() if rules else None  # a few rows per group and minute
         with self.lock:
             if self.cells is None or self.generation != ticket.generation:
                 # another query's batch failed, or recounted from tables this batch may have written to by now:
@@ -349,7 +350,7 @@ class Alerting:
                 ticket.evaluated = False
                 return
             max_time = A.from_micros(self.max_us)
-            more = self.count(spark, frames, max_time, tables=False, rows=rows)
+            more = {rule.name: D.count_table(i, rule, counts, max_time) for i, rule in enumerate(rules)}
             self.cells = {name: D.prune(rule, D.add_cells(self.cells.get(name, {}), more[name]), max_time)
                           for name, rule in self.rules.items()}
             ticket.timings["evaluate_s"] = round(time.monotonic() - started, 3)
@@ -408,47 +409,39 @@ class Alerting:
         else:
             max_time = A.from_micros(self.max_us)
             frames = {role: read_role(self.spark, self.tables, role) for role in self.roles}
-            self.cells = self.count(self.spark, frames, max_time, tables=True)
+            self.cells = self.count(frames, max_time)
         self.generation += 1
         self.recounted_at = time.monotonic()
 
-    def count(self, spark: SparkSession, frames: Mapping[str, DataFrame], max_time: datetime, *,
-              tables: bool, rows: int = 0) -> dict[str, D.Cells]:
-        """Every rule's cells (per group and window) from the stream frames by role.
+    def count(self, frames: Mapping[str, DataFrame], max_time: datetime) -> dict[str, D.Cells]:
+        """Every rule's cells (per group and window) from the tables' stream frames by role.
 
         Each frame is read once for all its rules (``alerts.scan``), in one
         Spark job, collected as Arrow and counted by Arrow on the driver
         (``count_table``). Spark aggregates instead (``alerts.windowed``)
-        where that would pull too many rows to the driver: for a batch of
-        more than ``max_rows_per_rule`` rows (``rows``), and, reading the
-        tables (``tables``), for a rule whose windows held more than that
-        last time, until they shrink to half that.
+        a rule whose windows held more than ``max_rows_per_rule`` rows last
+        time, until they shrink to half that. (A batch's own rows come
+        aggregated by Spark: ``batch_counts``.)
         """
         limit = self.settings.alerts.max_rows_per_rule
         rules = list(self.rules.values())
         cells: dict[str, D.Cells] = {r.name: {} for r in rules}
-        if tables:
-            heavy = [r for r in rules if self.heavy.get(r.name)]
-        else:
-            heavy = rules if rows > limit else []
+        heavy = [r for r in rules if self.heavy.get(r.name)]
         light = [i for i, r in enumerate(rules) if r not in heavy]
         if light:
             branches = [b for b in A.plan(rules) if set(b.rules) & set(light)]
             branches = [A.Branch(b.table, b.rows, tuple(i for i in b.rules if i in light)) for b in branches]
-            bounded = max_time if tables else None  # a batch: no filter to build, count_table skips windows past
-            scanned = A.union_all([frames[b.table].transform(A.scan(b, rules, bounded)) for b in branches]).toArrow()
+            scanned = A.union_all([frames[b.table].transform(A.scan(b, rules, max_time)) for b in branches]).toArrow()
             for i in light:
                 cells[rules[i].name] = D.count_table(i, rules[i], scanned, max_time)
-                if tables:
-                    self.heavy[rules[i].name] = (pc.sum(scanned.column(f"in_{i}")).as_py() or 0) > limit
+                self.heavy[rules[i].name] = (pc.sum(scanned.column(f"in_{i}")).as_py() or 0) > limit
         if heavy:
             windows = [stream_of(frames, r.stream).transform(A.windowed(r, max_time, upcoming=True)) for r in heavy]
             collected = A.union_all(windows).collect()
             for rule in heavy:
                 cells[rule.name] = D.cells_from_windows(rule, (w for w in collected if w["rule"] == rule.name))
-                if tables:
-                    current = D.measures_from_cells(rule, cells[rule.name], max_time)
-                    self.heavy[rule.name] = sum(m.rows for m in current if m.current) > limit // 2
+                current = D.measures_from_cells(rule, cells[rule.name], max_time)
+                self.heavy[rule.name] = sum(m.rows for m in current if m.current) > limit // 2
         return cells
 
     def _decide(self, cells: Mapping[str, D.Cells], now: datetime, max_time: datetime) -> list[Alert]:

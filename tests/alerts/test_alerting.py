@@ -180,7 +180,7 @@ class TestRestart:
     def test_a_restart_neither_refires_nor_loses_the_alert(self, spark, tmp_path, hook):
         """Fired while the sink was unreachable, the alert goes out when the restarted job starts, once; it resolves once.
 
-        The restarted job counts its batches with Spark (``max_rows_per_rule`` 0), the first with Arrow.
+        The restarted job recounts its windows from the tables with Spark (``max_rows_per_rule`` 0).
         """
         traffic.create_inference_table(spark, str(tmp_path / "chat"))
         first = Job(spark, settings_for(tmp_path, closed_port_url())).start()
@@ -191,7 +191,7 @@ class TestRestart:
         assert [r["delivery_status"] for r in table(spark, tmp_path, "alert_outbox").collect()] == ["pending"]
         [fired] = table(spark, tmp_path, "alerts").collect()
 
-        settings = settings_for(tmp_path, hook.url)  # every batch counted by Spark: max_rows_per_rule 0
+        settings = settings_for(tmp_path, hook.url)  # every recount aggregated by Spark: max_rows_per_rule 0
         settings = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"max_rows_per_rule": 0})})
         again = Job(spark, settings).start()  # same checkpoint and outputs
         try:
@@ -286,6 +286,46 @@ class TestWindows:
                     return {k: (n, matched, round(total, 6)) for k, (n, matched, total, _) in cells.items()}
 
                 assert numbers(arrow) == numbers(spark_cells) and len(arrow) > 3, rules[i].name
+
+    def test_a_batch_aggregated_by_spark_gives_the_cells_of_its_rows(self, spark):
+        """``batch_counts`` (per time bucket, in Spark) and the plain scan rows give every rule the same cells.
+
+        The rules' windows and slides differ (the bucket is their common
+        divisor), one rule reads another stream, one keeps error samples.
+        """
+        from datetime import datetime, timezone
+
+        import pyarrow as pa
+
+        from gatewatch.settings import AlertRule
+        from gatewatch.alerts import decide as D
+        from gatewatch.alerts import windows as A
+
+        start = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+        rows = [(start + timedelta(seconds=2 * i), ["chat", "agent", None][i % 3], i % 4 == 0,
+                 ["boom", "bang", None][i % 3] if i % 5 == 0 else None, ["a@x", None][i % 2], 10 + i)
+                for i in range(600)]
+        requests = spark.createDataFrame(rows, "request_time timestamp, endpoint string, blocked boolean, "
+                                               "error_message string, requester string, total_tokens long")
+        frames = {"requests": requests, "token_events": requests.where("total_tokens > 20")}
+        base = {"stream": "requests", "watermark": "3 minutes"}
+        rules = [
+            AlertRule.model_validate({**base, "name": "blocks", "group_by": ["endpoint"], "window": "5 minutes",
+                                      "slide": "1 minute", "include_text": True,
+                                      "condition": {"type": "ratio", "numerator": "blocked", "threshold": 0.3}}),
+            AlertRule.model_validate({**base, "name": "tokens", "stream": "token_events", "group_by": ["requester"],
+                                      "window": "90 seconds", "slide": "45 seconds", "where": "requester IS NOT NULL",
+                                      "condition": {"type": "sum", "column": "total_tokens", "threshold": 900}}),
+        ]
+        max_time = start + timedelta(seconds=2 * 599)
+        assert A.bucket_us(rules) == 15 * 1_000_000
+        scanned = A.union_all([frames[b.table].transform(A.scan(b, rules)) for b in A.plan(rules)]).toArrow()
+        counted = A.batch_counts(frames, rules).toArrow()
+        assert counted.num_rows < scanned.num_rows and pa.compute.sum(counted.column("n")).as_py() == scanned.num_rows
+        for i, rule in enumerate(rules):
+            cells = D.count_table(i, rule, counted, max_time)
+            assert cells == D.count_table(i, rule, scanned, max_time) and len(cells) > 3, rule.name
+        assert any(cell[3] for cell in D.count_table(0, rules[0], counted, max_time).values())
 
 
 class TestRulesAtStart:

@@ -166,3 +166,25 @@ class TestRunningCounts:
         assert len({k for k, _ in row_by_row}) == 3 and any(cell[3] for cell in row_by_row.values())
         assert count_table(0, RULE, scanned, T) == row_by_row
         assert count_table(0, RULE, scanned.slice(0, 0), T) == {}
+
+    def test_a_row_standing_for_n_rows_counts_n_times(self):
+        """``count_table`` over rows with ``n`` (``alerts.batch_counts``) gives the cells of the rows it stands for."""
+        import pyarrow as pa
+
+        from gatewatch.alerts.decide import count_table
+
+        start = micros(T) - 4 * 60 * 1_000_000
+        rows = pa.table({
+            "t_us": [start + i * 7_000_000 for i in range(40)],
+            "g_endpoint": [["chat", None][i % 2] for i in range(40)],
+            "in_0": [i % 9 != 0 for i in range(40)],
+            "hit_0": [i % 3 == 0 for i in range(40)],
+            "amount_0": [float(i) for i in range(40)],
+            "sample_0": [["boom", None][i % 2] for i in range(40)],
+        })
+        doubled = pa.concat_tables([rows, rows])
+        weighted = rows.append_column("n", pa.array([2] * 40, pa.int64())).set_column(
+            4, "amount_0", pa.array([2.0 * i for i in range(40)]))
+        expected = count_table(0, RULE, doubled, T)
+        assert len(expected) > 3 and any(cell[3] for cell in expected.values())
+        assert count_table(0, RULE, weighted, T) == expected
