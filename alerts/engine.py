@@ -57,7 +57,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -197,10 +197,13 @@ class Alerting:
             ``token_events``, ``safety_events``, ``alerts``, ``outbox``, ``deliveries``.
         sinks: the sinks to deliver to (default: ``build_sinks(settings.sinks)``).
         clock: the wall clock of transitions and deliveries.
+        empty: the ``ref`` of each table created empty at this start (``out.prepare_outputs``'s
+            ``created``): the start does not read them (a first read of a new table costs Delta's
+            state reconstruction, 0.5-1.3 s each).
     """
 
     def __init__(self, spark: SparkSession, settings: Settings, tables: Mapping[str, out.Table], *,
-                 sinks: Sequence[Sink] | None = None, clock=utc_now) -> None:
+                 sinks: Sequence[Sink] | None = None, clock=utc_now, empty: Collection[str] = ()) -> None:
         self.spark = spark
         self.settings = settings
         self.rules = {r.name: r for r in settings.alerts.rules}
@@ -212,11 +215,13 @@ class Alerting:
         self.delta_sinks = {s.name for s in settings.sinks if isinstance(s, DeltaSinkSettings)}
         self.extra_tables = _delta_sink_tables(settings, self.tables["alerts"])
         self.lock = threading.RLock()
-        firing, max_us = in_parallel(spark, lambda: load_state(spark, self.tables), self._load_clock,
-                                     name="gatewatch-alerts-load")
+        firing, max_us = in_parallel(spark, lambda: load_state(spark, self.tables, empty),
+                                     functools.partial(self._load_clock, empty), name="gatewatch-alerts-load")
         self.firing: dict[str, Alert] = firing
         self.max_us: int | None = max_us
         self.courier = Courier(self.tables, self.sinks, self.targets, clock)
+        if self.tables["outbox"].ref in empty:
+            self.courier.pending = 0  # a new outbox: nothing waits
         self.courier.load_last_sent(spark, self.firing)
         self.heavy: dict[str, bool] = {}  # rules aggregated by Spark (see ``count``)
         # running counts; None: recount after the next writes. Tables without a timed row (a first run) count
@@ -240,10 +245,13 @@ class Alerting:
 
     # ------------------------------------------------------------------ start-up state
 
-    def _load_clock(self) -> int | None:
-        """The latest ``request_time`` in requests and quarantine, in microseconds (None: they hold no row)."""
+    def _load_clock(self, empty: Collection[str] = ()) -> int | None:
+        """The latest ``request_time`` in requests and quarantine, in microseconds (None: they hold no row).
+
+        A table whose ``ref`` is in ``empty`` is not read.
+        """
         times = [self.tables[role].read(self.spark).select("request_time") for role in ("requests", "quarantine")
-                 if self.tables[role].holds_rows(self.spark)]
+                 if self.tables[role].ref not in empty and self.tables[role].holds_rows(self.spark)]
         if not times:
             return None
         return functools.reduce(DataFrame.unionByName, times).agg(F.max(F.unix_micros("request_time"))).first()[0]
@@ -614,11 +622,16 @@ def _own_session(spark: SparkSession) -> SparkSession:
     return spark if is_connect(spark) else spark.newSession()
 
 
-def ensure_alert_tables(spark: SparkSession, settings: Settings, tables: Mapping[str, out.Table]) -> None:
-    """Create the alerts, outbox and deliveries tables (and any other ``delta`` sink table) if needed."""
+def ensure_alert_tables(spark: SparkSession, settings: Settings, tables: Mapping[str, out.Table],
+                        created: set[str] | None = None) -> None:
+    """Create the alerts, outbox and deliveries tables (and any other ``delta`` sink table) if needed.
+
+    The ``ref`` of each table created now is added to ``created``.
+    """
     properties = settings.output.table_properties()
     out.ensure_tables(spark, [(tables[role], schema, properties) for role, schema in STATE_TABLES.items()]
-                      + [(table, ALERTS, properties) for table in _delta_sink_tables(settings, tables["alerts"])])
+                      + [(table, ALERTS, properties) for table in _delta_sink_tables(settings, tables["alerts"])],
+                      created)
 
 
 def deliver_once(spark: SparkSession, settings: Settings) -> dict[str, int]:

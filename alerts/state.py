@@ -15,7 +15,7 @@ its batch instead, before the batch completes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -60,15 +60,20 @@ def merge_rows(spark: SparkSession, table: out.Table, rows: Sequence[dict[str, A
     table.merge(frame, "t.dedup_key = s.dedup_key", matched_condition="s.updated_at >= t.updated_at")
 
 
-def load_state(spark: SparkSession, tables: Mapping[str, out.Table]) -> dict[str, Alert]:
+def load_state(spark: SparkSession, tables: Mapping[str, out.Table], empty: Collection[str] = ()) -> dict[str, Alert]:
     """The firing alerts by dedup key, from the alerts table and the outbox entries it has not caught up with.
 
     Transitions the table missed (a run stopped before its writer merged
-    them) are merged now.
+    them) are merged now. A table whose ``ref`` is in ``empty`` (created
+    empty at this start) is not read.
     """
+
+    def holds_rows(role: str) -> bool:
+        return tables[role].ref not in empty and tables[role].holds_rows(spark)
+
     newest = {r["dedup_key"]: (r["updated_at"], r["alert"], True)
               for r in (tables["alerts"].read(spark).select("dedup_key", "updated_at", "alert").collect()
-                        if tables["alerts"].holds_rows(spark) else [])}
+                        if holds_rows("alerts") else [])}
     latest = (
         tables["outbox"].read(spark)
         .withColumn("_n", F.row_number().over(Window.partitionBy("dedup_key")
@@ -76,7 +81,7 @@ def load_state(spark: SparkSession, tables: Mapping[str, out.Table]) -> dict[str
         .where(F.col("_n") == 1)
         .select("dedup_key", "created_at", "alert")
         .collect()
-    ) if tables["outbox"].holds_rows(spark) else []
+    ) if holds_rows("outbox") else []
     for r in latest:
         known = newest.get(r["dedup_key"])
         if known is None or r["created_at"] > known[0]:

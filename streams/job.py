@@ -262,8 +262,9 @@ class Job:
         with clock("contract_s"):
             load_parser_modules(settings)
             self.contract = contract()
+        created: set[str] = set()  # tables created empty now: the start need not read them
         with clock("outputs_s"):
-            self.tables = out.prepare_outputs(spark, settings)
+            self.tables = out.prepare_outputs(spark, settings, created)
         self.alerting = None
         self.stages: tuple[BatchStage, ...] = ()
         if alerting_enabled(settings):
@@ -271,9 +272,9 @@ class Job:
 
             with clock("alert_tables_s"):
                 self.tables.update(alert_tables(settings))
-                ensure_alert_tables(spark, settings, self.tables)
+                ensure_alert_tables(spark, settings, self.tables, created)
             with clock("alerting_s"):
-                self.alerting = Alerting(spark, settings, self.tables, sinks=sinks)
+                self.alerting = Alerting(spark, settings, self.tables, sinks=sinks, empty=created)
             self.stages = (self.alerting,)
         with clock("events_start_s"):
             self.events_start = starting_version(spark, settings, self.tables)

@@ -112,17 +112,18 @@ def check_catalog(spark: SparkSession, name: str, what: str) -> None:
 
 
 def ensure_table(spark: SparkSession, target: Table, schema: StructType,
-                 properties: Mapping[str, str] | None = None) -> None:
+                 properties: Mapping[str, str] | None = None) -> bool:
     """Create the table empty with ``schema`` if it does not exist yet; add the columns and set the ``properties`` it lacks.
 
     ``properties`` (``OutputSettings.table_properties``: auto compaction,
     checkpoint interval, log and deleted-file retention) are set at creation,
     and on a table created without them by one ``ALTER TABLE`` at start.
+    Returns True when the table was created now (so it holds no row).
     """
     fresh = not _exists(spark, target)
     delta_sql.create_table(spark, target.sql_name, schema, properties)
     if fresh:  # created just now with these columns and properties: nothing to add
-        return
+        return True
     present = {f.name.lower() for f in target.read(spark).schema.fields}
     missing_columns = [f for f in schema.fields if f.name.lower() not in present]
     if missing_columns:  # a table created by an earlier version: new columns are added, null for its rows
@@ -134,6 +135,7 @@ def ensure_table(spark: SparkSession, target: Table, schema: StructType,
         missing = {k: v for k, v in properties.items() if current.get(k) != v}
         if missing:
             spark.sql(f"ALTER TABLE {target.sql_name} SET TBLPROPERTIES ({delta_sql.properties_sql(missing)})")
+    return False
 
 
 def _exists(spark: SparkSession, target: Table) -> bool:
@@ -146,16 +148,20 @@ def _exists(spark: SparkSession, target: Table) -> bool:
     return (Path(ref) / "_delta_log").is_dir()
 
 
-def ensure_tables(spark: SparkSession, tables: Sequence[tuple[Table, StructType, Mapping[str, str]]]) -> None:
+def ensure_tables(spark: SparkSession, tables: Sequence[tuple[Table, StructType, Mapping[str, str]]],
+                  created: set[str] | None = None) -> None:
     """``ensure_table`` each of ``tables`` (table, schema, properties), in parallel threads.
 
     Each creation is a Delta commit of its own: run together, their fixed
-    costs overlap. The first failure is raised once all have finished.
+    costs overlap. The first failure is raised once all have finished. The
+    ``ref`` of each table created now is added to ``created``.
     """
     from gatewatch.streams.spark import in_parallel
 
-    in_parallel(spark, *(functools.partial(ensure_table, spark, target, schema, properties)
-                         for target, schema, properties in tables), name="gatewatch-tables")
+    fresh = in_parallel(spark, *(functools.partial(ensure_table, spark, target, schema, properties)
+                                 for target, schema, properties in tables), name="gatewatch-tables")
+    if created is not None:
+        created.update(target.ref for (target, _, _), new in zip(tables, fresh) if new)
 
 
 def local_rows(spark: SparkSession, rows: Sequence[Any], schema: StructType) -> DataFrame:
@@ -384,8 +390,11 @@ and the id a replay's MERGE matches on. Delta's default is the first 32 columns,
 messages, flags and tokens on every append (100k-row appends in 0.85-0.95 s against 1.15-1.3 s)."""
 
 
-def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, Table]:
-    """Create the requests, quarantine and event tables if needed; return them by role."""
+def prepare_outputs(spark: SparkSession, settings: Settings, created: set[str] | None = None) -> dict[str, Table]:
+    """Create the requests, quarantine and event tables if needed; return them by role.
+
+    The ``ref`` of each table created now is added to ``created``.
+    """
     from gatewatch.schemas import QUARANTINE, REQUESTS, SAFETY_EVENTS, TOKEN_EVENTS
 
     o = settings.output
@@ -405,5 +414,5 @@ def prepare_outputs(spark: SparkSession, settings: Settings) -> dict[str, Table]
     required = {"requests": {"delta.enableChangeDataFeed": "true"}}
     ensure_tables(spark, [(tables[role], schema,
                            {**defaults.get(role, {}), **o.table_properties(), **required.get(role, {})})
-                          for role, schema in schemas.items()])
+                          for role, schema in schemas.items()], created)
     return tables

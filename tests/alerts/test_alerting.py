@@ -151,6 +151,31 @@ class TestOutbox:
 
 
 class TestRestart:
+    def test_a_start_does_not_read_the_tables_it_created(self, spark, tmp_path, hook, monkeypatch):
+        """A first start creates the tables and reads none of them for the alert state; a restart reads them."""
+        from gatewatch.streams import outputs as out
+
+        traffic.create_inference_table(spark, str(tmp_path / "chat"))
+        asked: list[str] = []
+        holds_rows = out.Table.holds_rows
+        monkeypatch.setattr(out.Table, "holds_rows", lambda t, s: asked.append(Path(t.ref).name) or holds_rows(t, s))
+        first = Job(spark, settings_for(tmp_path, hook.url))
+        try:
+            assert first.alerting.courier.pending == 0 and first.alerting.max_us is None
+            assert asked == []
+            first.start()
+            commit(spark, tmp_path, calm(1, 0) + spike(2, 10), first)
+        finally:
+            first.stop()
+        assert [a["status"] for a in hook.answered(200)] == ["firing"]
+        asked.clear()
+        again = Job(spark, settings_for(tmp_path, hook.url))  # same outputs: they exist, the state is read
+        try:
+            assert {"requests", "quarantine", "alerts", "alert_outbox"} <= set(asked)
+            assert [a.status for a in again.alerting.firing.values()] == ["firing"]
+        finally:
+            again.alerting.close()
+
     def test_a_first_runs_first_batch_counts_alongside_its_writes_and_a_restarted_one_recounts(self, spark, tmp_path,
                                                                                                hook):
         """Tables without a row count nothing, so a first run's first batch adds its rows to zero (and fires);
