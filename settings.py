@@ -149,10 +149,10 @@ class AlertSettings(_Frozen):
     ``recount_interval_s`` (and after a restart or a failed batch) the counts
     are taken from the tables instead, which also picks up rows written by
     others, such as a quarantine replay (0: from the tables after every
-    batch). A batch's rows are aggregated by Spark per group and minute
-    before the driver counts them; a recount's rows are counted on the
-    driver, except for a rule whose windows held more than
-    ``max_rows_per_rule`` rows at the last recount: Spark aggregates those.
+    batch). A batch's or a recount's rows are counted on the driver; a
+    batch of more than ``max_rows_per_rule`` rows is first aggregated by
+    Spark per group and minute, and a rule whose windows held more than
+    that at the last recount is aggregated by Spark instead.
     ``advisories`` are advice rules checked on the delivery tick rather
     than per batch (``alerts.advise``): by default one
     ``idle_served_entity`` rule with a 24 hour window.

@@ -9,9 +9,9 @@ serialises them). It is a batch stage (``streams.batch``):
    rule's running counts per group and window (``alert_decision`` cells),
    decides the fire/resolve transitions against the firing alerts and,
    when nothing older waits in the outbox, sends them at once. The counts
-   come from the batch's own rows (``batch_counts``: aggregated by Spark
-   per time bucket, so a few rows per group reach the driver), so an alert
-   does not wait for the batch's writes nor re-read the tables.
+   come from the batch's own rows (a large batch's aggregated by Spark per
+   time bucket first: ``batch_counts``), so an alert does not wait for the
+   batch's writes nor re-read the tables.
 2. **Then, still alongside the writes**, it records the
    transitions: appended to the outbox, one row per sink, with how the send
    went (``delivered``, ``failed`` when the sink said the request can never
@@ -339,18 +339,28 @@ class Alerting:
             if self.cells is None or replaces_rows or self._recount_due() or self.max_us is None:
                 return ticket
             ticket.evaluated = True
-        ticket.writes.append(functools.partial(self._evaluate_batch, ticket, parsed.sparkSession, frames))
+        ticket.writes.append(functools.partial(self._evaluate_batch, ticket, parsed.sparkSession, frames,
+                                               metrics["rows"]))
         return ticket
 
-    def _evaluate_batch(self, ticket: Ticket, spark: SparkSession, frames: Mapping[str, DataFrame]) -> None:
+    def _evaluate_batch(self, ticket: Ticket, spark: SparkSession, frames: Mapping[str, DataFrame],
+                        rows: int) -> None:
         """Add a batch's rows to the running counts, decide and send; then record, as the ticket's first write.
 
         Runs alongside the batch's output writes: the alert waits for its
-        rows' count, not for their commit.
+        rows' count, not for their commit. The rules' scan of the batch is
+        collected as it is; a batch of more than ``max_rows_per_rule`` rows
+        is first aggregated by Spark per time bucket (``alerts.batch_counts``:
+        a few rows per group and minute reach the driver). For a small batch
+        that aggregate's shuffle costs more than it saves.
         """
         started = time.monotonic()
         rules = list(self.rules.values())
-        counts = A.batch_counts(frames, rules).toArrow() if rules else None  # a few rows per group and minute
+        if rows > self.settings.alerts.max_rows_per_rule:
+            counted = A.batch_counts(frames, rules)
+        else:
+            counted = A.union_all([frames[b.table].transform(A.scan(b, rules)) for b in A.plan(rules)])
+        counts = counted.toArrow()
         with self.lock:
             if self.cells is None or self.generation != ticket.generation:
                 # another query's batch failed, or recounted from tables this batch may have written to by now:
@@ -428,8 +438,8 @@ class Alerting:
         Spark job, collected as Arrow and counted by Arrow on the driver
         (``count_table``). Spark aggregates instead (``alerts.windowed``)
         a rule whose windows held more than ``max_rows_per_rule`` rows last
-        time, until they shrink to half that. (A batch's own rows come
-        aggregated by Spark: ``batch_counts``.)
+        time, until they shrink to half that. (A batch's own rows are
+        counted by ``_evaluate_batch``.)
         """
         limit = self.settings.alerts.max_rows_per_rule
         rules = list(self.rules.values())

@@ -19,9 +19,9 @@ Two ways to get each group's numbers per window, with the same result:
 - ``windowed(rule, max_time)``: the aggregation in Spark, for a rule whose
   windows hold too many rows to collect.
 
-A batch's own rows go through ``batch_counts``: the scan's rows aggregated
-by Spark per time bucket (``bucket_us``), which ``count_table`` counts as it
-counts the scan's.
+A large batch's own rows go through ``batch_counts``: the scan's rows
+aggregated by Spark per time bucket (``bucket_us``), which ``count_table``
+counts as it counts the scan's.
 """
 
 from __future__ import annotations

@@ -205,7 +205,8 @@ class TestRestart:
     def test_a_restart_neither_refires_nor_loses_the_alert(self, spark, tmp_path, hook):
         """Fired while the sink was unreachable, the alert goes out when the restarted job starts, once; it resolves once.
 
-        The restarted job recounts its windows from the tables with Spark (``max_rows_per_rule`` 0).
+        The restarted job counts its batches with Spark first (``max_rows_per_rule`` 0), the first run's
+        batches without.
         """
         traffic.create_inference_table(spark, str(tmp_path / "chat"))
         first = Job(spark, settings_for(tmp_path, closed_port_url())).start()
@@ -216,7 +217,7 @@ class TestRestart:
         assert [r["delivery_status"] for r in table(spark, tmp_path, "alert_outbox").collect()] == ["pending"]
         [fired] = table(spark, tmp_path, "alerts").collect()
 
-        settings = settings_for(tmp_path, hook.url)  # every recount aggregated by Spark: max_rows_per_rule 0
+        settings = settings_for(tmp_path, hook.url)  # every batch aggregated by Spark: max_rows_per_rule 0
         settings = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"max_rows_per_rule": 0})})
         again = Job(spark, settings).start()  # same checkpoint and outputs
         try:
