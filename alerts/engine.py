@@ -251,7 +251,7 @@ class Alerting:
         A table whose ``ref`` is in ``empty`` is not read.
         """
         times = [self.tables[role].read(self.spark).select("request_time") for role in ("requests", "quarantine")
-                 if self.tables[role].ref not in empty and self.tables[role].holds_rows(self.spark)]
+                 if self.tables[role].holds_rows(self.spark, empty)]
         if not times:
             return None
         return functools.reduce(DataFrame.unionByName, times).agg(F.max(F.unix_micros("request_time"))).first()[0]
@@ -359,7 +359,7 @@ class Alerting:
         if rows > self.settings.alerts.max_rows_per_rule:
             counted = A.batch_counts(frames, rules)
         else:
-            counted = A.union_all([frames[b.table].transform(A.scan(b, rules)) for b in A.plan(rules)])
+            counted = A.scans(frames, A.plan(rules), rules)
         counts = counted.toArrow()
         with self.lock:
             if self.cells is None or self.generation != ticket.generation:
@@ -449,7 +449,7 @@ class Alerting:
         if light:
             branches = [b for b in A.plan(rules) if set(b.rules) & set(light)]
             branches = [A.Branch(b.table, b.rows, tuple(i for i in b.rules if i in light)) for b in branches]
-            scanned = A.union_all([frames[b.table].transform(A.scan(b, rules, max_time)) for b in branches]).toArrow()
+            scanned = A.scans(frames, branches, rules, max_time).toArrow()
             for i in light:
                 cells[rules[i].name] = D.count_table(i, rules[i], scanned, max_time)
                 self.heavy[rules[i].name] = (pc.sum(scanned.column(f"in_{i}")).as_py() or 0) > limit

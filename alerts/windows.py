@@ -257,6 +257,12 @@ def _scan_columns(branch: Branch, rules: tuple[AlertRule, ...], has_message: boo
     return columns, taken
 
 
+def scans(frames: Mapping[str, DataFrame], branches: Sequence[Branch], rules: Sequence[AlertRule],
+          max_time: datetime | None = None) -> DataFrame:
+    """Every branch's ``scan`` of its frame (by role in ``frames``), stacked: one Spark job reads them all."""
+    return union_all([frames[b.table].transform(scan(b, rules, max_time)) for b in branches])
+
+
 def bucket_us(rules: Sequence[AlertRule]) -> int:
     """The longest span, in microseconds, that every rule's window and slide are whole multiples of.
 
@@ -276,7 +282,7 @@ def batch_counts(frames: Mapping[str, DataFrame], rules: Sequence[AlertRule]) ->
     gives the same cells from these rows as from the rows unaggregated; far
     fewer of them reach the driver (a few per group and minute).
     """
-    scanned = union_all([frames[b.table].transform(scan(b, rules)) for b in plan(rules)])
+    scanned = scans(frames, plan(rules), rules)
     bucket = F.lit(bucket_us(rules))
     keys = [c for c in scanned.columns if c != "t_us" and not c.startswith("amount_")]
     sums = [F.sum(c).alias(c) for c in scanned.columns if c.startswith("amount_")]
