@@ -67,13 +67,9 @@ def load_state(spark: SparkSession, tables: Mapping[str, out.Table], empty: Coll
     them) are merged now. A table whose ``ref`` is in ``empty`` (created
     empty at this start) is not read.
     """
-
-    def holds_rows(role: str) -> bool:
-        return tables[role].ref not in empty and tables[role].holds_rows(spark)
-
     newest = {r["dedup_key"]: (r["updated_at"], r["alert"], True)
               for r in (tables["alerts"].read(spark).select("dedup_key", "updated_at", "alert").collect()
-                        if holds_rows("alerts") else [])}
+                        if tables["alerts"].holds_rows(spark, empty) else [])}
     latest = (
         tables["outbox"].read(spark)
         .withColumn("_n", F.row_number().over(Window.partitionBy("dedup_key")
@@ -81,7 +77,7 @@ def load_state(spark: SparkSession, tables: Mapping[str, out.Table], empty: Coll
         .where(F.col("_n") == 1)
         .select("dedup_key", "created_at", "alert")
         .collect()
-    ) if holds_rows("outbox") else []
+    ) if tables["outbox"].holds_rows(spark, empty) else []
     for r in latest:
         known = newest.get(r["dedup_key"])
         if known is None or r["created_at"] > known[0]:

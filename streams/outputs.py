@@ -30,7 +30,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
@@ -65,13 +65,15 @@ class Table:
         """``MERGE INTO`` this table ``t`` from ``rows`` ``s`` (``delta_sql.merge``'s actions)."""
         delta_sql.merge(rows, self.sql_name, on, **actions)
 
-    def holds_rows(self, spark: SparkSession) -> bool:
+    def holds_rows(self, spark: SparkSession, created: Collection[str] = ()) -> bool:
         """False when the table has no data file (``DESCRIBE DETAIL``: read from its log, no Spark job).
 
         A table created empty holds none: reading it to learn so costs a job
-        (at a job's start, before its code is warm, 0.3-5 s each).
+        (at a job's start, before its code is warm, 0.3-5 s each). A table
+        whose ``ref`` is in ``created`` (``ensure_tables``: created empty just
+        now) is not asked: its first ``DESCRIBE DETAIL`` rebuilds its state.
         """
-        return (delta_sql.detail(spark, self.sql_name)["numFiles"] or 0) > 0
+        return self.ref not in created and (delta_sql.detail(spark, self.sql_name)["numFiles"] or 0) > 0
 
     def latest_version(self, spark: SparkSession) -> int:
         """The table's latest version."""
