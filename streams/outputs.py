@@ -5,7 +5,8 @@ streaming query (new for a new checkpoint), the batch id is the micro-batch's.
 Every append records both in its commit (``userMetadata``, shown by
 ``DESCRIBE HISTORY``). A process looks an append up only when it may have
 been written before: the first append it makes for that app id and table
-(the batch a restart re-runs) and a batch id not above the newest it knows.
+(the batch a restart re-runs), unless the process created that table
+itself, and a batch id not above the newest it knows.
 That lookup reads the table's recent history for the app's newest batch and
 writes with Delta's own ``txnAppId``/``txnVersion`` as well (a batch written
 by an older release, which recorded only those, is skipped by Delta). Every
@@ -125,6 +126,8 @@ def ensure_table(spark: SparkSession, target: Table, schema: StructType,
     fresh = not _exists(spark, target)
     delta_sql.create_table(spark, target.sql_name, schema, properties)
     if fresh:  # created just now with these columns and properties: nothing to add
+        with _newest_lock:
+            _created.add(target.ref)
         return True
     present = {f.name.lower() for f in target.read(spark).schema.fields}
     missing_columns = [f for f in schema.fields if f.name.lower() not in present]
@@ -188,6 +191,8 @@ ROWS_PER_FILE = 200_000
 
 _newest: dict[tuple[str, str], int] = {}
 """The newest batch id each (app id, table) is known to have reached in this process: attempted here or found written."""
+_created: set[str] = set()
+"""The tables this process created: no batch was written to them before (their first append needs no lookup)."""
 _newest_lock = threading.Lock()
 
 
@@ -204,7 +209,7 @@ def append(df: DataFrame, target: Table, app_id: str, batch_id: int, rows: int |
     with _newest_lock:
         newest = _newest.get(key)
         _newest[key] = batch_id if newest is None else max(newest, batch_id)
-    looked_up = newest is None or batch_id <= newest
+        looked_up = target.ref not in _created if newest is None else batch_id <= newest
     if looked_up:
         written = newest_written(df.sparkSession, target, app_id)
         if written is not None:

@@ -198,7 +198,8 @@ def test_a_rerun_batch_keeps_the_events_choice_of_its_first_run(spark, tmp_path,
     else:
         handle_batch(_context(job, app_id, first_inline), batch, 0)
     monkeypatch.setattr(out, "append", real)
-    monkeypatch.setattr(out, "_newest", {})  # a new process: it knows no batch
+    monkeypatch.setattr(out, "_newest", {})  # a new process: it knows no batch and created no table
+    monkeypatch.setattr(out, "_created", set())
     rerun = handle_batch(_context(job, app_id, rerun_inline), batch, 0)
     assert rerun["events_inline"] is rerun_writes_events
     _events_query_batch(spark, job)

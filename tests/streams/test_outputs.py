@@ -79,35 +79,43 @@ def _appended(spark, path) -> list[int]:
 
 
 def test_an_append_is_written_once_per_batch_and_only_a_batch_that_may_repeat_is_looked_up(spark, tmp_path, monkeypatch):
-    """Batches 0..3 land once each; a batch re-run in the process, or after a restart, is skipped.
+    """Batches 0..5 land once each; a batch re-run in the process, or after a restart, is skipped.
 
     Every commit records (app id, batch id) in ``userMetadata``; only the
-    first append of the process and re-runs carry Delta's ``txn`` (their
-    lookup), later new batches are appended without one.
+    first append of a process to a table it did not create, and re-runs,
+    carry Delta's ``txn`` (their lookup); other new batches are appended
+    without one.
     """
     from pyspark.sql.types import LongType, StructField, StructType
 
     path = tmp_path / "t"
     target = out.Table(ref=str(path), is_path=True)
-    out.ensure_table(spark, target, StructType([StructField("batch", LongType())]))
-    app = out.new_app_id("sink")
     monkeypatch.setattr(out, "_newest", {})
+    monkeypatch.setattr(out, "_created", set())
+    assert out.ensure_table(spark, target, StructType([StructField("batch", LongType())])) is True
+    app = out.new_app_id("sink")
 
     def batch(b: int):
         return spark.range(1).selectExpr(f"CAST({b} AS BIGINT) AS batch")
 
-    assert [out.append(batch(b), target, app, b) for b in range(4)] == [True] * 4
+    def new_process():  # it knows no batch and created no table: its first batch may be a re-run
+        monkeypatch.setattr(out, "_newest", {})
+        monkeypatch.setattr(out, "_created", set())
+
+    assert [out.append(batch(b), target, app, b) for b in range(4)] == [True] * 4  # a table created here: no lookup
     assert out.append(batch(3), target, app, 3) is False  # re-run in this process
-    monkeypatch.setattr(out, "_newest", {})  # a new process: its first batch may be a re-run
+    new_process()
     assert out.append(batch(2), target, app, 2) is False  # a restored older checkpoint: newer batches written
     assert out.append(batch(3), target, app, 3) is False
     assert out.append(batch(4), target, app, 4) is True
-    assert _appended(spark, path) == [0, 1, 2, 3, 4]
+    new_process()
+    assert out.append(batch(5), target, app, 5) is True  # the first append of a process: looked up
+    assert _appended(spark, path) == [0, 1, 2, 3, 4, 5]
 
     appends = [c for c in _commits(path) if "add" in c]
     markers = [out.read_marker(c["commitInfo"][0].get("userMetadata")) for c in appends]
-    assert markers == [(app, b) for b in range(5)]
-    assert [bool(c.get("txn")) for c in appends] == [True, False, False, False, False]
+    assert markers == [(app, b) for b in range(6)]
+    assert [bool(c.get("txn")) for c in appends] == [False, False, False, False, False, True]
 
 
 def test_a_batch_written_by_delta_txn_alone_is_skipped_by_the_first_lookup(spark, tmp_path, monkeypatch):
@@ -120,7 +128,8 @@ def test_a_batch_written_by_delta_txn_alone_is_skipped_by_the_first_lookup(spark
     app = "gatewatch-sink-8e050cc3-6600-475b-924b-5e0e60646f47"  # an id of an earlier release
     rows = spark.range(1).selectExpr("CAST(7 AS BIGINT) AS batch")
     rows.write.format("delta").mode("append").option("txnAppId", app).option("txnVersion", "7").save(str(path))
-    monkeypatch.setattr(out, "_newest", {})
+    monkeypatch.setattr(out, "_newest", {})  # a new process
+    monkeypatch.setattr(out, "_created", set())
     out.append(rows, target, app, 7)
     assert _appended(spark, path) == [7]
     assert out.append(spark.range(1).selectExpr("CAST(8 AS BIGINT) AS batch"), target, app, 8) is True
