@@ -78,7 +78,7 @@ from gatewatch.streams.batch import BatchContext, utc_now
 from gatewatch.alerts.outbox import Courier, OutboxEntry, no_deliveries
 from gatewatch.alerts.state import StateWriter, alert_row, load_state, merge_rows
 from gatewatch.streams.logs import error_summary, quiet_spark_errors
-from gatewatch.streams.spark import in_parallel
+from gatewatch.streams.spark import in_parallel, own_session
 from gatewatch.alerts.sinks import Sink, build_sinks
 from gatewatch.alerts.sinks.config import DeltaSinkSettings
 from gatewatch.alerts.sinks.model import Alert, parse_iso
@@ -233,7 +233,7 @@ class Alerting:
         self.inflight = 0  # batches whose transitions are not recorded yet
         self.settled = threading.Condition(self.lock)
         self.record_lock = threading.Lock()  # one batch records at a time
-        self.session = _own_session(spark)  # the recording's and the state writer's session
+        self.session = own_session(spark)  # the recording's and the state writer's session
         self.state = StateWriter(self.session, self.tables["alerts"])
         self.advisor = Advisor(settings, self.tables, clock=clock)  # advisory rules, on the delivery tick
         self._stop = threading.Event()
@@ -597,7 +597,7 @@ class Alerting:
             self._evaluator.start()
         interval = self.settings.alerts.deliver_interval_s
         if interval > 0 and self._ticker is None:
-            session = _own_session(self.spark)
+            session = own_session(self.spark)
             self._ticker = threading.Thread(target=self._tick, args=(session, interval), name="gatewatch-alerts",
                                             daemon=True)
             self._ticker.start()
@@ -625,23 +625,17 @@ class Alerting:
             sink.close()
 
 
-def _own_session(spark: SparkSession) -> SparkSession:
-    """A session of its own for background work on classic Spark; over Spark Connect the job's (its client is thread-safe)."""
-    from gatewatch.streams.spark import is_connect
-
-    return spark if is_connect(spark) else spark.newSession()
-
-
 def ensure_alert_tables(spark: SparkSession, settings: Settings, tables: Mapping[str, out.Table],
-                        created: set[str] | None = None) -> None:
-    """Create the alerts, outbox and deliveries tables (and any other ``delta`` sink table) if needed.
+                        created: set[str] | None = None) -> list[out.Table]:
+    """Create the alerts, outbox and deliveries tables (and any other ``delta`` sink table) if needed; return them.
 
     The ``ref`` of each table created now is added to ``created``.
     """
     properties = settings.output.table_properties()
-    out.ensure_tables(spark, [(tables[role], schema, properties) for role, schema in STATE_TABLES.items()]
-                      + [(table, ALERTS, properties) for table in _delta_sink_tables(settings, tables["alerts"])],
-                      created)
+    ensured = [(tables[role], schema, properties) for role, schema in STATE_TABLES.items()] \
+        + [(table, ALERTS, properties) for table in _delta_sink_tables(settings, tables["alerts"])]
+    out.ensure_tables(spark, ensured, created)
+    return [table for table, _, _ in ensured]
 
 
 def deliver_once(spark: SparkSession, settings: Settings) -> dict[str, int]:

@@ -47,7 +47,7 @@ from gatewatch.streams.events import start_events_query, starting_version
 from gatewatch.streams.recovery import damaged_file, replaced_source, resume_version
 from gatewatch.alerts.sinks.base import Sink
 from gatewatch.streams.source import QueryGroup, SourceTable, check_source, has_offsets, query_groups, read_change_feeds
-from gatewatch.streams.spark import is_connect, start_writer
+from gatewatch.streams.spark import compact_own_files, is_connect, start_writer
 
 log = structlog.get_logger("gatewatch.job")
 
@@ -265,6 +265,7 @@ class Job:
         created: set[str] = set()  # tables created empty now: the start need not read them
         with clock("outputs_s"):
             self.tables = out.prepare_outputs(spark, settings, created)
+        written = {t.ref for t in self.tables.values()}
         self.alerting = None
         self.stages: tuple[BatchStage, ...] = ()
         if alerting_enabled(settings):
@@ -272,7 +273,10 @@ class Job:
 
             with clock("alert_tables_s"):
                 self.tables.update(alert_tables(settings))
-                ensure_alert_tables(spark, settings, self.tables, created)
+                written.update(t.ref for t in ensure_alert_tables(spark, settings, self.tables, created))
+        self._restore_compaction = compact_own_files(spark, settings.spark) if written <= created else None
+        """Undoes the session setting made for a job whose tables are all new (``streams.spark.compact_own_files``)."""
+        if alerting_enabled(settings):
             with clock("alerting_s"):
                 self.alerting = Alerting(spark, settings, self.tables, sinks=sinks, empty=created)
             self.stages = (self.alerting,)
@@ -309,6 +313,7 @@ class Job:
             except Exception as err:
                 self._close_listener()
                 self._stop_events()
+                self._restore_session()
                 if isinstance(err, (CheckpointCorruptError, SourcesChangedError)):
                     raise self._with_resume(err, group) from None
                 raise
@@ -417,10 +422,7 @@ class Job:
                 self.alerting.evaluate()  # the last batches' rows
         finally:
             if not any(rq.query.isActive for rq in self.running):
-                self._stop_events()
-                self._close_listener()
-                if self.alerting is not None:
-                    self.alerting.close()
+                self._close()
         if self.failures:
             raise next(iter(self.failures.values()))
 
@@ -456,10 +458,21 @@ class Job:
             if rq.query.isActive:
                 rq.query.stop()
                 self.observer.finish([t.settings.source_name for t in rq.group.tables], "stopped", query=rq.query)
+        self._close()
+
+    def _close(self) -> None:
+        """Let go of what the job holds beside its queries: the events query, the listener, the alerting, and the
+        session setting made at its start."""
         self._stop_events()
         self._close_listener()
         if self.alerting is not None:
             self.alerting.close()
+        self._restore_session()
+
+    def _restore_session(self) -> None:
+        restore, self._restore_compaction = self._restore_compaction, None
+        if restore is not None:
+            restore()
 
     def _stop_events(self) -> None:
         events, self.events = self.events, None

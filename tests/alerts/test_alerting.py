@@ -182,6 +182,27 @@ class TestRestart:
         finally:
             again.alerting.close()
 
+    def test_a_job_on_new_tables_leaves_out_deltas_first_commit_compaction_until_it_stops(self, spark, tmp_path, hook):
+        """Tables all created at the start hold no file to compact: the job's sessions count their own files
+        (``compact_own_files``) until it stops; a job on existing tables keeps Delta's default."""
+        from gatewatch.streams.spark import FIRST_COMMIT_COMPACTION
+
+        traffic.create_inference_table(spark, str(tmp_path / "chat"))
+        assert spark.conf.get(FIRST_COMMIT_COMPACTION, None) is None
+        first = Job(spark, settings_for(tmp_path, hook.url))
+        try:
+            assert spark.conf.get(FIRST_COMMIT_COMPACTION) == "false"
+            assert first.alerting.session.conf.get(FIRST_COMMIT_COMPACTION) == "false"  # the alert tables' writer
+        finally:
+            first.stop()
+        assert spark.conf.get(FIRST_COMMIT_COMPACTION, None) is None
+        again = Job(spark, settings_for(tmp_path, hook.url))
+        try:
+            assert spark.conf.get(FIRST_COMMIT_COMPACTION, None) is None
+            assert again.alerting.session.conf.get(FIRST_COMMIT_COMPACTION, None) is None
+        finally:
+            again.stop()
+
     def test_a_first_runs_first_batch_counts_alongside_its_writes_and_a_restarted_one_recounts(self, spark, tmp_path,
                                                                                                hook):
         """Tables without a row count nothing, so a first run's first batch adds its rows to zero (and fires);
