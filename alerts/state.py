@@ -46,15 +46,16 @@ def alert_row(alert: Alert, now: datetime) -> dict[str, Any]:
     }
 
 
-def merge_rows(spark: SparkSession, table: out.Table, rows: Sequence[dict[str, Any]]) -> None:
+def merge_rows(spark: SparkSession, table: out.Table, rows: Sequence[dict[str, Any]], *, empty: bool = False) -> None:
     """Upsert alert rows by dedup key; a row replaces one no newer than itself (so a repeat changes nothing).
 
-    ``rows`` hold one row per key. Into a table without a row they are
-    appended: nothing can match, and a MERGE (its join, two jobs and its
-    planning) took seconds of a job's first alert. A repeat then merges.
+    ``rows`` hold one row per key. Into a table without a row (``empty``:
+    known to hold none of their keys, else asked) they are appended:
+    nothing can match, and a MERGE (its join, two jobs and its planning)
+    took seconds of a job's first alert. A repeat then merges.
     """
     frame = out.local_rows(spark, rows, ALERTS)
-    if not table.holds_rows(spark):
+    if empty or not table.holds_rows(spark):
         out.append_plain(frame, table)
         return
     table.merge(frame, "t.dedup_key = s.dedup_key", matched_condition="s.updated_at >= t.updated_at")
@@ -102,13 +103,17 @@ class StateWriter:
     Args:
         spark: the session to merge with.
         table: the alerts table.
+        empty: the table was created empty at this start: the first write
+            appends without asking it (``merge_rows``). Only this writer
+            writes the keys of rules with an outbox sink.
 
     A MERGE that fails is logged and retried after ``RETRY_S``.
     """
 
-    def __init__(self, spark: SparkSession, table: out.Table) -> None:
+    def __init__(self, spark: SparkSession, table: out.Table, empty: bool = False) -> None:
         self.spark = spark
         self.table = table
+        self._empty = empty
         self._queue: list[dict[str, Any]] = []
         self._busy = False
         self._stopping = False
@@ -148,8 +153,9 @@ class StateWriter:
             latest: dict[str, dict[str, Any]] = {}
             for row in rows:  # in decision order: the last transition of a key wins
                 latest[row["dedup_key"]] = row
+            empty, self._empty = self._empty, False  # a retry asks the table
             try:
-                merge_rows(self.spark, self.table, list(latest.values()))
+                merge_rows(self.spark, self.table, list(latest.values()), empty=empty)
                 failed = None
             except Exception as err:  # noqa: BLE001 - retried; the outbox keeps the transitions meanwhile
                 failed = err

@@ -427,3 +427,38 @@ class TestState:
         assert state == {"a": ("firing", at[1]), "b": ("resolved", at[2]), "c": ("firing", at[1])}
         merge_rows(spark, tables["alerts"], [alert_row(fired["b"], at[1])])  # an older transition again: no change
         assert table(spark, tmp_path, "alerts").where(F.col("status") == "resolved").count() == 1
+
+    def test_the_state_writer_appends_into_a_table_created_now_without_asking_it_then_merges(self, spark, tmp_path,
+                                                                                            monkeypatch):
+        """A table created empty at this start: the first write appends (no ``DESCRIBE DETAIL``), the next merges."""
+        from datetime import datetime, timezone
+
+        from gatewatch.streams import outputs as out
+        from gatewatch.alerts.state import StateWriter
+        from gatewatch.alerts.engine import alert_tables, ensure_alert_tables
+        from gatewatch.alerts.sinks.model import Alert
+
+        settings = settings_for(tmp_path, "http://127.0.0.1:9/")
+        tables = alert_tables(settings)
+        created: set[str] = set()
+        ensure_alert_tables(spark, settings, tables, created)
+        assert tables["alerts"].ref in created
+        asked: list[str] = []
+        holds_rows = out.Table.holds_rows
+        monkeypatch.setattr(out.Table, "holds_rows",
+                            lambda t, s, c=(): asked.append(t.ref) or holds_rows(t, s, c))
+        at = [datetime(2026, 3, 2, 9, m, tzinfo=timezone.utc) for m in (0, 5, 10)]
+        fired = Alert(rule="content_filter_spike", group={"endpoint": "a"}, summary="spike", value=0.8,
+                      threshold=0.5, window_start=at[0], window_end=at[1], started_at=at[1])
+        writer = StateWriter(spark, tables["alerts"], empty=True)
+        try:
+            writer.put([fired], at[1])
+            assert writer.flush(60)
+            assert asked == []
+            writer.put([fired.resolve(at[2], summary="calm")], at[2])
+            assert writer.flush(60)
+            assert asked == [tables["alerts"].ref]
+        finally:
+            writer.close()
+        rows = table(spark, tmp_path, "alerts").collect()
+        assert [(r["group"]["endpoint"], r["status"]) for r in rows] == [("a", "resolved")]
