@@ -10,7 +10,10 @@ Modes:
   read with delta-rs, through a plain Python ``json.loads`` loop that
   extracts outcome and tokens, and a stock Spark job (``bench/stock_job.py``:
   the change feed, tokens by ``get_json_object``, one Delta table), also as
-  a fresh process with the same micro-batch size.
+  a fresh process with the same micro-batch size. Both read the change
+  feed from version 0 (``--starting-version earliest`` runs gatewatch from
+  its own default instead: the table's snapshot, then its changes, which
+  Delta starts by listing and sorting the snapshot's files).
 - ``alert-latency``: runs the job with a 1 second trigger and the packaged
   alert rules, commits blocked requests on one endpoint in rounds, and
   reports p50/p95 from the commit that tips ``content_filter_spike`` to the
@@ -70,12 +73,14 @@ def write_source(spark, table: Path, rows: int, commits: int, seed: int) -> floa
     return time.monotonic() - started
 
 
-def run_pipeline(table: Path, work: Path, files_per_trigger: int, contract: bool) -> dict:
-    """``gatewatch run --available-now`` in a fresh process; wall time and batch log."""
+def run_pipeline(table: Path, work: Path, files_per_trigger: int, contract: bool, starting_version: str = "0") -> dict:
+    """``gatewatch run --available-now`` in a fresh process, reading from ``starting_version``; wall time and batch
+    log."""
     cmd = [
         sys.executable, "-m", "gatewatch.cli.main", "run", "--available-now",
         "--source", str(table), "--output", str(work / "out"), "--checkpoint", str(work / "ckpt"),
         "--set", f"sources.0.max_files_per_trigger={files_per_trigger}",
+        "--set", f"sources.0.starting_version={starting_version}",
         "--set", "spark.shuffle_partitions=2", "--set", "spark.driver_memory=4g",
         "--set", f"contract.enabled={'true' if contract else 'false'}",
         "--log-format", "json",
@@ -187,10 +192,11 @@ def throughput(args: argparse.Namespace) -> None:
     loop = json_loop(table)
     print("\nStock Spark job: change feed -> get_json_object tokens -> one Delta table (fresh process) ...", flush=True)
     stock = stock_job(table, work, files)
-    print(f"\ngatewatch run --available-now (fresh process, contract {'on' if args.contract else 'off'}) ...", flush=True)
+    print(f"\ngatewatch run --available-now (fresh process, contract {'on' if args.contract else 'off'}, "
+          f"starting_version {args.starting_version}) ...", flush=True)
     for sub in ("out", "ckpt"):
         _rmtree(work / sub)
-    run = run_pipeline(table, work, files, args.contract)
+    run = run_pipeline(table, work, files, args.contract, args.starting_version)
     batches = run["batches"]
     rows = sum(b["rows"] for b in batches)
     steady = batches[1:]
@@ -388,6 +394,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--no-contract", dest="contract", action="store_false")
     p.add_argument("--dir", help="work folder (kept; an existing source table is reused)")
+    p.add_argument("--starting-version", default="0",
+                   help="throughput: where gatewatch reads from; 0 (default) reads the change feed from version 0 as "
+                        "the stock job does, earliest (gatewatch's own default) the table's snapshot, then its changes")
     p.add_argument("--child", help=argparse.SUPPRESS)  # floor: the Spark process's own run
     args = p.parse_args(argv)
     if args.child:
