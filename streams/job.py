@@ -275,7 +275,8 @@ class Job:
                 self.tables.update(alert_tables(settings))
                 written.update(t.ref for t in ensure_alert_tables(spark, settings, self.tables, created))
         self._restore_compaction = compact_own_files(spark, settings.spark) if written <= created else None
-        """Undoes the session setting made for a job whose tables are all new (``streams.spark.compact_own_files``)."""
+        """Undoes the session setting made for a job whose tables are all new (``streams.spark.compact_own_files``);
+        made before the alerting starts the sessions of its own, which copy it."""
         if alerting_enabled(settings):
             with clock("alerting_s"):
                 self.alerting = Alerting(spark, settings, self.tables, sinks=sinks, empty=created)
