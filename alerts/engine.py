@@ -234,7 +234,7 @@ class Alerting:
         self.settled = threading.Condition(self.lock)
         self.record_lock = threading.Lock()  # one batch records at a time
         self.session = own_session(spark)  # the recording's and the state writer's session
-        self.state = StateWriter(self.session, self.tables["alerts"], empty=self.tables["alerts"].ref in empty)
+        self.state = StateWriter(self.session, self.tables["alerts"], empty)
         self.advisor = Advisor(settings, self.tables, clock=clock)  # advisory rules, on the delivery tick
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None

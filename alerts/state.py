@@ -46,16 +46,17 @@ def alert_row(alert: Alert, now: datetime) -> dict[str, Any]:
     }
 
 
-def merge_rows(spark: SparkSession, table: out.Table, rows: Sequence[dict[str, Any]], *, empty: bool = False) -> None:
+def merge_rows(spark: SparkSession, table: out.Table, rows: Sequence[dict[str, Any]],
+               created: Collection[str] = ()) -> None:
     """Upsert alert rows by dedup key; a row replaces one no newer than itself (so a repeat changes nothing).
 
-    ``rows`` hold one row per key. Into a table without a row (``empty``:
-    known to hold none of their keys, else asked) they are appended:
+    ``rows`` hold one row per key. Into a table without a row (asked, or
+    known from ``created``: ``Table.holds_rows``) they are appended:
     nothing can match, and a MERGE (its join, two jobs and its planning)
     took seconds of a job's first alert. A repeat then merges.
     """
     frame = out.local_rows(spark, rows, ALERTS)
-    if empty or not table.holds_rows(spark):
+    if not table.holds_rows(spark, created):
         out.append_plain(frame, table)
         return
     table.merge(frame, "t.dedup_key = s.dedup_key", matched_condition="s.updated_at >= t.updated_at")
@@ -103,14 +104,15 @@ class StateWriter:
     Args:
         spark: the session to merge with.
         table: the alerts table.
-        empty: the table was created empty at this start: the first write
-            appends without asking it (``merge_rows``). Only this writer
-            writes the keys of rules with an outbox sink.
+        empty: the ``ref`` of each table created empty at this start: into
+            the alerts table among them the first write appends without
+            asking it (``merge_rows``). Only this writer writes the keys of
+            rules with an outbox sink.
 
     A MERGE that fails is logged and retried after ``RETRY_S``.
     """
 
-    def __init__(self, spark: SparkSession, table: out.Table, empty: bool = False) -> None:
+    def __init__(self, spark: SparkSession, table: out.Table, empty: Collection[str] = ()) -> None:
         self.spark = spark
         self.table = table
         self._empty = empty
@@ -153,9 +155,9 @@ class StateWriter:
             latest: dict[str, dict[str, Any]] = {}
             for row in rows:  # in decision order: the last transition of a key wins
                 latest[row["dedup_key"]] = row
-            empty, self._empty = self._empty, False  # a retry asks the table
+            created, self._empty = self._empty, ()  # a later write, a retry too, asks the table
             try:
-                merge_rows(self.spark, self.table, list(latest.values()), empty=empty)
+                merge_rows(self.spark, self.table, list(latest.values()), created)
                 failed = None
             except Exception as err:  # noqa: BLE001 - retried; the outbox keeps the transitions meanwhile
                 failed = err
